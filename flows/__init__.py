@@ -1,0 +1,1 @@
+"""Prefect flows: the recipes that chain tasks."""

@@ -1,0 +1,213 @@
+"""The ``pneumo`` command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pneumo.config import DEFAULT_PROFILE, Settings, apply_client_env, parse_overrides, workdir
+
+app = typer.Typer(help="Pneumonia detection on chest X-rays, with its MLOps loop.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Start, stop and inspect the local S3 + MLflow + Prefect stack.", no_args_is_help=True
+)
+data_app = typer.Typer(help="Make and upload data sets.", no_args_is_help=True)
+model_app = typer.Typer(help="Inspect the registry and roll back.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+DEMO_SOURCE = "s3://pneumo-raw/synthetic"
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start S3, MLflow and Prefect (what is already running is left alone)."""
+    from pneumo import stack
+
+    settings = Settings.from_env()
+    try:
+        stack.up(settings)
+    except RuntimeError as error:
+        _fail(str(error))
+    _print_urls(settings)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the services that `stack up` started."""
+    from pneumo import stack
+
+    stack.down(Settings.from_env())
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each service, its URL, pid and health; exit 1 if any is unhealthy."""
+    from pneumo import stack
+
+    rows = stack.status(Settings.from_env())
+    for row in rows:
+        state = "healthy" if row["healthy"] else "DOWN"
+        typer.echo(f"{row['service']:8s} {state:8s} {row['url']:40s} pid={row['pid'] or '-'}")
+    if not all(row["healthy"] for row in rows):
+        raise typer.Exit(1)
+
+
+def _print_urls(settings: Settings) -> None:
+    typer.echo(f"S3 endpoint:  {settings.s3_endpoint}")
+    typer.echo(f"MLflow UI:    {settings.mlflow_uri}")
+    typer.echo(f"Prefect UI:   {settings.prefect_api_url.removesuffix('/api')}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the data set into.")],
+    n: Annotated[int, typer.Option(help="Number of images.", min=10)] = 400,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    size: Annotated[int, typer.Option(help="Image side in pixels.", min=32)] = 256,
+) -> None:
+    """Write a deterministic synthetic chest X-ray set in the NIH layout."""
+    from pneumo.synth import generate
+
+    rows = generate(out, n=n, seed=seed, size=size)
+    positives = sum("Pneumonia" in str(r["Finding Labels"]) for r in rows)
+    typer.echo(f"wrote {len(rows)} images ({positives} with pneumonia) to {out}")
+
+
+@data_app.command("push")
+def data_push(
+    folder: Annotated[Path, typer.Argument(help="Local data set folder.", exists=True, file_okay=False)],
+    to: Annotated[
+        str | None, typer.Option(help="Target s3:// URI (default s3://<raw bucket>/<folder name>).")
+    ] = None,
+) -> None:
+    """Upload a folder to the raw-data bucket."""
+    typer.echo(push_folder(folder, to))
+
+
+def push_folder(folder: Path, to: str | None = None) -> str:
+    """Upload ``folder`` to S3 and return the URI it now lives at."""
+    from pneumo.storage import s3_client, upload_dir
+
+    settings = apply_client_env()
+    uri = to or f"s3://{settings.raw_bucket}/{folder.resolve().name}"
+    count = upload_dir(s3_client(settings), folder, uri)
+    if count == 0:
+        _fail(f"{folder} holds no files")
+    typer.echo(f"uploaded {count} files to {uri}", err=True)
+    return uri
+
+
+def run_training(data: str, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Run the training flow on an S3 URI or a local folder (uploaded first)."""
+    settings = apply_client_env()
+    from pneumo.stack import http_ok
+
+    if not http_ok(f"{settings.prefect_api_url}/health"):
+        _fail(f"Prefect server {settings.prefect_api_url} is not reachable: run `pneumo stack up` first")
+    source = data if data.startswith("s3://") else push_folder(Path(data))
+    from flows.training import training
+
+    return training(source=source, profile=profile, overrides=overrides)
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[
+        str, typer.Option(help="s3://bucket/prefix or a local folder (NIH CSV or class folders).")
+    ] = DEMO_SOURCE,
+    profile: Annotated[str, typer.Option(help="Profile of params.yaml.")] = DEFAULT_PROFILE,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a parameter: section.key=value.")
+    ] = None,
+) -> None:
+    """Run the training flow; the last line printed is a JSON summary."""
+    try:
+        overrides = parse_overrides(set_ or [])
+    except ValueError as error:
+        _fail(str(error))
+    summary = run_training(data, profile, overrides)
+    typer.echo(json.dumps(summary, default=str))
+
+
+@model_app.command("show")
+def model_show() -> None:
+    """List the registered versions with their aliases, gate verdicts and test AUC."""
+    import mlflow
+
+    apply_client_env()
+    from pneumo.config import load_params
+
+    name = load_params()["registry"]["model_name"]
+    client = mlflow.MlflowClient()
+    by_version: dict[str, list[str]] = {}
+    for alias, number in client.get_registered_model(name).aliases.items():
+        by_version.setdefault(str(number), []).append(alias)
+    for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+        aliases = ",".join(by_version.get(str(version.version), [])) or "-"
+        tags = version.tags
+        typer.echo(
+            f"v{version.version:<4} {aliases:18s} gate={tags.get('gate', '?'):8s} "
+            f"auc={tags.get('test_auc', '?'):7s} threshold={tags.get('threshold', '?')[:6]}"
+        )
+
+
+@model_app.command("rollback")
+def model_rollback(
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "manual rollback",
+) -> None:
+    """Make the `previous` version the `champion` again."""
+    apply_client_env()
+    from pneumo.config import load_params
+    from tasks.registry import rollback
+
+    try:
+        result = rollback(load_params()["registry"]["model_name"], reason)
+    except LookupError as error:
+        _fail(str(error))
+    typer.echo(json.dumps(result))
+
+
+@app.command("run")
+def run_demo(
+    n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 400,
+    profile: Annotated[str, typer.Option(help="Profile of params.yaml.")] = "demo",
+) -> None:
+    """The main job: stack up, synthetic data, training flow; then stay up until Ctrl-C."""
+    from pneumo import stack
+
+    settings = apply_client_env()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started: list[str] = []
+    try:
+        started = stack.up(settings)
+        out = workdir() / "data" / "external" / "synthetic"
+        data_synth(out, n=n, seed=0, size=256)
+        summary = run_training(push_folder(out, DEMO_SOURCE), profile, {})
+        typer.echo(json.dumps(summary, default=str))
+        _print_urls(settings)
+        typer.echo("Everything is up. Press Ctrl-C to stop what this command started.")
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if started:
+            typer.echo("stopping " + ", ".join(started))
+            stack.down(settings, only=started)
+
+
+def main() -> None:
+    """Entry point of the ``pneumo`` console script."""
+    app()

@@ -1,0 +1,167 @@
+"""One place for paths, service settings and parameters.
+
+Hyper-parameters and gate thresholds live in ``params.yaml`` (read by DVC and the flows);
+service endpoints and credentials come from environment variables with local defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = ROOT / "params.yaml"
+DEFAULT_PROFILE = "default"
+
+
+def state_dir() -> Path:
+    """Folder holding all local service state (databases, S3 volumes, logs, caches)."""
+    return Path(os.environ.get("PNEUMO_STATE_DIR", ROOT / ".pneumo")).resolve()
+
+
+def workdir() -> Path:
+    """The DVC project the flows write data and models into (the repository by default)."""
+    return Path(os.environ.get("PNEUMO_WORKDIR", ROOT)).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the services are and how to reach them; every field is an environment variable."""
+
+    s3_port: int
+    mlflow_port: int
+    prefect_port: int
+    s3_endpoint: str
+    access_key: str
+    secret_key: str
+    region: str
+    mlflow_uri: str
+    mlflow_backend_uri: str
+    prefect_api_url: str
+    raw_bucket: str
+    mlflow_bucket: str
+    dvc_bucket: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from ``PNEUMO_*`` (and the standard AWS/MLflow/Prefect) variables."""
+        env = os.environ.get
+        s3_port = int(env("PNEUMO_S3_PORT", "8333"))
+        mlflow_port = int(env("PNEUMO_MLFLOW_PORT", "5000"))
+        prefect_port = int(env("PNEUMO_PREFECT_PORT", "4200"))
+        return cls(
+            s3_port=s3_port,
+            mlflow_port=mlflow_port,
+            prefect_port=prefect_port,
+            s3_endpoint=env("PNEUMO_S3_ENDPOINT", f"http://127.0.0.1:{s3_port}"),
+            access_key=env("AWS_ACCESS_KEY_ID", "pneumo"),
+            secret_key=env("AWS_SECRET_ACCESS_KEY", "pneumo-secret"),
+            region=env("AWS_DEFAULT_REGION", "us-east-1"),
+            mlflow_uri=env("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{mlflow_port}"),
+            mlflow_backend_uri=env(
+                "PNEUMO_MLFLOW_BACKEND_URI", f"sqlite:///{state_dir() / 'mlflow' / 'mlflow.db'}"
+            ),
+            prefect_api_url=env("PREFECT_API_URL", f"http://127.0.0.1:{prefect_port}/api"),
+            raw_bucket=env("PNEUMO_RAW_BUCKET", "pneumo-raw"),
+            mlflow_bucket=env("PNEUMO_MLFLOW_BUCKET", "pneumo-mlflow"),
+            dvc_bucket=env("PNEUMO_DVC_BUCKET", "pneumo-dvc"),
+        )
+
+    @property
+    def buckets(self) -> list[str]:
+        """Buckets the stack creates."""
+        return [self.raw_bucket, self.mlflow_bucket, self.dvc_bucket]
+
+    def client_env(self) -> dict[str, str]:
+        """Environment that points MLflow, Prefect, boto3 and DVC clients at these services."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "MLFLOW_ENABLE_TELEMETRY": "false",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+
+
+def apply_client_env(settings: Settings | None = None) -> Settings:
+    """Export the client environment into this process (values already set win)."""
+    settings = settings or Settings.from_env()
+    for key, value in settings.client_env().items():
+        os.environ.setdefault(key, value)
+    return settings
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=1", "gate.min_auc=0.9"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {pair!r} is not of the form section.key=value")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return nested
+
+
+def load_params(
+    profile: str = DEFAULT_PROFILE,
+    overrides: dict[str, Any] | None = None,
+    path: Path = PARAMS_FILE,
+) -> dict[str, Any]:
+    """Parameters of one profile: the base sections, the profile on top, then overrides.
+
+    Args:
+        profile: name of a profile under ``profiles:`` in params.yaml, or ``default``.
+        overrides: nested values that win over both.
+        path: the params file.
+
+    Returns:
+        The merged parameters, with ``profile`` recorded in them.
+
+    Raises:
+        ValueError: the profile does not exist, or an override names an unknown key.
+    """
+    raw = yaml.safe_load(path.read_text())
+    profiles = raw.pop("profiles", {}) or {}
+    raw.pop("dvc", None)
+    if profile != DEFAULT_PROFILE and profile not in profiles:
+        known = ", ".join([DEFAULT_PROFILE, *sorted(profiles)])
+        raise ValueError(f"unknown profile {profile!r}; known profiles: {known}")
+    params = _deep_merge(raw, profiles.get(profile, {}))
+    _check_known_keys(params, overrides or {})
+    params = _deep_merge(params, overrides or {})
+    params["profile"] = profile
+    return params
+
+
+def _check_known_keys(params: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
+    for key, value in overrides.items():
+        if key not in params:
+            raise ValueError(f"unknown parameter {prefix}{key!r} (not in params.yaml)")
+        if isinstance(value, dict) and isinstance(params[key], dict):
+            _check_known_keys(params[key], value, f"{prefix}{key}.")

@@ -1,0 +1,143 @@
+"""Evaluate: decision threshold on validation, test metrics and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from prefect import task
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from pneumo.images import load_prepared, model_input
+from tasks.preprocess import load_split
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, target_sensitivity: float) -> float:
+    """The highest threshold whose sensitivity on ``(y, p)`` is at least the target."""
+    positives = np.sort(p[y == 1])[::-1]
+    if len(positives) == 0:
+        raise ValueError("cannot choose a threshold without positive examples")
+    needed = math.ceil(target_sensitivity * len(positives))
+    return float(positives[max(needed, 1) - 1])
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """AUC and the confusion-matrix metrics of predictions ``p >= threshold``."""
+    predicted = (p >= threshold).astype(int)
+    tp = int(((predicted == 1) & (y == 1)).sum())
+    tn = int(((predicted == 0) & (y == 0)).sum())
+    fp = int(((predicted == 1) & (y == 0)).sum())
+    fn = int(((predicted == 0) & (y == 1)).sum())
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else 0.0
+
+    precision, sensitivity = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    return {
+        "auc": float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan"),
+        "sensitivity": sensitivity,
+        "specificity": ratio(tn, tn + fp),
+        "precision": precision,
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": ratio(tp + tn, len(y)),
+        "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+def predict(model: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Probabilities of pneumonia for prepared uint8 images ``(N, size, size)``."""
+    return model.predict(model_input(x), batch_size=batch, verbose=0).reshape(-1)
+
+
+def test_images_at(processed: str, size: int, square: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test split prepared at another input size (to evaluate a champion of another shape)."""
+    table = pd.read_csv(Path(processed) / "split.csv")
+    test = table[table["split"] == "test"]
+    x = np.stack([load_prepared(path, size, square) for path in test["path"]])
+    return x, test["label"].to_numpy(np.int64)
+
+
+def _plots(history: dict[str, list[float]], y: np.ndarray, p: np.ndarray, m: dict[str, float]):
+    curves, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, name in zip(axes, ("loss", "auc"), strict=True):
+        for prefix in ("", "val_"):
+            values = history.get(prefix + name, [])
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=(prefix or "train_") + name)
+        axis.set_xlabel("epoch")
+        axis.set_title(name)
+        axis.legend()
+    curves.tight_layout()
+
+    roc, axis = plt.subplots(figsize=(5, 5))
+    fpr, tpr, _ = roc_curve(y, p)
+    axis.plot(fpr, tpr, label=f"AUC = {m['auc']:.3f}")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    axis.scatter([1 - m["specificity"]], [m["sensitivity"]], color="red", label="threshold", zorder=3)
+    axis.set_xlabel("1 - specificity")
+    axis.set_ylabel("sensitivity")
+    axis.set_title("ROC (test split)")
+    axis.legend(loc="lower right")
+
+    confusion, axis = plt.subplots(figsize=(4, 4))
+    cells = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+    axis.imshow(cells, cmap="Blues")
+    for (row, col), value in np.ndenumerate(cells):
+        axis.text(col, row, str(value), ha="center", va="center", fontsize=14)
+    axis.set_xticks([0, 1], ["NORMAL", "PNEUMONIA"])
+    axis.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title("Confusion matrix (test)")
+    confusion.tight_layout()
+    return {
+        "plots/learning_curves.png": curves,
+        "plots/roc.png": roc,
+        "plots/confusion_matrix.png": confusion,
+    }
+
+
+@task(name="evaluate", retries=2, retry_delay_seconds=5)
+def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]) -> dict[str, float]:
+    """Choose the threshold on validation, score the test split, log metrics and plots to the run.
+
+    Returns:
+        ``threshold`` and the ``test_*`` metrics.
+    """
+    model = mlflow.tensorflow.load_model(model_uri)
+    x_val, y_val = load_split(processed, "val")
+    x_test, y_test = load_split(processed, "test")
+    threshold = choose_threshold(y_val, predict(model, x_val), params["gate"]["target_sensitivity"])
+    p_test = predict(model, x_test)
+    metrics = binary_metrics(y_test, p_test, threshold)
+    results = {"threshold": threshold, **{f"test_{k}": v for k, v in metrics.items()}}
+    client = mlflow.MlflowClient()
+    history = client.download_artifacts(run_id, "history.json")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(results)
+        mlflow.log_dict(
+            {
+                "threshold": threshold,
+                "confusion_matrix": [[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]],
+            },
+            "evaluation/confusion_matrix.json",
+        )
+        mlflow.log_table(
+            pd.DataFrame({"label": y_test, "probability": p_test}), "evaluation/test_predictions.json"
+        )
+        for name, figure in _plots(json.loads(Path(history).read_text()), y_test, p_test, metrics).items():
+            mlflow.log_figure(figure, name)
+            plt.close(figure)
+    print("evaluate: " + ", ".join(f"{k}={v:.3f}" for k, v in results.items()))
+    return results

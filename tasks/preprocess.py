@@ -1,0 +1,129 @@
+"""Preprocess: label filter, patient-level split, resize, and class balance by augmentation.
+
+Writes one ``.npz`` per split (``x``: uint8 ``(N, size, size)``, ``y``: int labels) plus
+``split.csv`` (every kept image and its split) and ``summary.json`` into the processed folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from prefect import task
+
+from pneumo.config import workdir
+from pneumo.datasets import DataError, read_labelled
+from pneumo.images import ImageError, load_prepared
+
+SPLITS = ("train", "val", "test")
+
+
+def split_patients(table: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
+    """Assign every row a split so that no patient is in two splits.
+
+    Patients are stratified by label (a patient with any positive image counts as positive) and
+    each stratum is shuffled with ``seed`` then cut into test, val and train.
+
+    Raises:
+        DataError: a class has too few patients to put one in every split.
+    """
+    patient_label = table.groupby("patient_id")["label"].max()
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for label, patients in patient_label.groupby(patient_label):
+        ids = rng.permutation(np.asarray(patients.index))
+        n_test, n_val = max(1, round(len(ids) * test)), max(1, round(len(ids) * val))
+        if len(ids) < n_test + n_val + 1:
+            raise DataError(f"class {label} has {len(ids)} patients: too few for three splits")
+        assignment.update({p: "test" for p in ids[:n_test]})
+        assignment.update({p: "val" for p in ids[n_test : n_test + n_val]})
+        assignment.update({p: "train" for p in ids[n_test + n_val :]})
+    return table["patient_id"].map(assignment)
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, params: dict[str, Any]) -> np.ndarray:
+    """One random variant of a prepared image: rotation, horizontal flip, brightness."""
+    pil = Image.fromarray(image)
+    angle = rng.uniform(-params["rotation_deg"], params["rotation_deg"])
+    pil = pil.rotate(angle, resample=Image.BILINEAR, fillcolor=int(np.percentile(image, 5)))
+    out = np.asarray(pil, np.float32)
+    if params["horizontal_flip"] and rng.random() < 0.5:
+        out = out[:, ::-1]
+    out = out * (1.0 + rng.uniform(-params["brightness"], params["brightness"]))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def balance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, params: dict[str, Any]):
+    """Add augmented copies of the minority class until both classes are equally frequent."""
+    counts = np.bincount(y, minlength=2)
+    minority = int(np.argmin(counts))
+    needed = int(counts.max() - counts.min())
+    if needed == 0:
+        return x, y
+    sources = rng.choice(np.flatnonzero(y == minority), size=needed, replace=True)
+    extra = np.stack([augment(x[i], rng, params) for i in sources])
+    return np.concatenate([x, extra]), np.concatenate([y, np.full(needed, minority, y.dtype)])
+
+
+def _load_images(table: pd.DataFrame, size: int, square: str) -> tuple[np.ndarray, list[int]]:
+    images, unreadable = [], []
+    for position, path in enumerate(table["path"]):
+        try:
+            images.append(load_prepared(path, size, square))
+        except (ImageError, OSError) as error:
+            print(f"preprocess: skipping unreadable image {Path(path).name}: {error}")
+            unreadable.append(position)
+        if (position + 1) % 500 == 0:
+            print(f"preprocess: {position + 1}/{len(table)} images decoded")
+    return np.stack(images) if images else np.zeros((0, size, size), np.uint8), unreadable
+
+
+def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) -> Path:
+    """Where the processed splits of this data version and these parameters go."""
+    key = json.dumps([data_version, data_params], sort_keys=True).encode()
+    return workdir() / "data" / "processed" / f"{Path(raw_dir).name}-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+@task(name="preprocess", retries=0)
+def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "") -> str:
+    """Build the train/val/test arrays of a raw folder; returns the processed folder.
+
+    Unreadable images are skipped and counted, not fatal.
+    """
+    data = params["data"]
+    out = processed_dir(raw_dir, data, data_version)
+    if (out / "summary.json").exists():
+        print(f"preprocess: reusing {out}")
+        return str(out)
+    table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
+    images, unreadable = _load_images(table, data["image_size"], data["square"])
+    table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
+    if table.empty:
+        raise DataError(f"none of the images in {raw_dir} could be read")
+    table["split"] = split_patients(table, data["val_fraction"], data["test_fraction"], data["seed"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(data["seed"])
+    summary: dict[str, Any] = {"images": len(table), "unreadable": len(unreadable), "splits": {}}
+    for split in SPLITS:
+        mask = (table["split"] == split).to_numpy()
+        x, y = images[mask], table.loc[mask, "label"].to_numpy(np.int64)
+        if split == "train" and data["balance"]:
+            x, y = balance(x, y, rng, data["augment"])
+        np.savez(out / f"{split}.npz", x=x, y=y)
+        summary["splits"][split] = {"images": len(y), "positives": int(y.sum())}
+    table.to_csv(out / "split.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"preprocess: {json.dumps(summary)}")
+    return str(out)
+
+
+def load_split(processed: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``x`` (uint8) and ``y`` arrays of one split of a processed folder."""
+    with np.load(Path(processed) / f"{split}.npz") as arrays:
+        return arrays["x"], arrays["y"]
