@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -115,21 +115,19 @@ def register(
     return str(version.version)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _audit(name: str, version: str, event: dict[str, Any]) -> None:
+def _audit(name: str, version: str, event: str, reason: str, **details: Any) -> None:
     """Append an event to the audit log artifact of the version's run and tag the version."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    record = {"event": event, "at": at, "model": name, "version": str(version), "reason": reason, **details}
     client = mlflow.MlflowClient()
     run_id = client.get_model_version(name, version).run_id
     try:
         log = Path(client.download_artifacts(run_id, AUDIT_ARTIFACT)).read_text()
     except (MlflowException, OSError):
         log = ""
-    client.log_text(run_id, log + json.dumps(event) + "\n", AUDIT_ARTIFACT)
-    client.set_model_version_tag(name, version, f"{event['event']}_at", event["at"])
-    client.set_model_version_tag(name, version, f"{event['event']}_reason", event["reason"])
+    client.log_text(run_id, log + json.dumps(record) + "\n", AUDIT_ARTIFACT)
+    client.set_model_version_tag(name, version, f"{event}_at", at)
+    client.set_model_version_tag(name, version, f"{event}_reason", reason)
 
 
 @task(name="record-gate", retries=2, retry_delay_seconds=5)
@@ -145,19 +143,12 @@ def promote(name: str, version: str, reason: str) -> None:
     """Move ``champion`` to ``version``; the old champion becomes ``previous``."""
     client = mlflow.MlflowClient()
     old = alias_version(name, CHAMPION)
-    at = _now()
-    _audit(name, version, {"event": "promoted", "at": at, "version": version, "alias": CHAMPION, "reason": reason,
-                           "replaced": old.version if old else None})  # fmt: skip
+    _audit(name, version, "promoted", reason, alias=CHAMPION, replaced=old.version if old else None)
     if old is not None and str(old.version) != version:
-        _audit(name, old.version, {"event": "demoted", "at": at, "version": old.version, "alias": PREVIOUS,
-                                   "reason": f"replaced by v{version}"})  # fmt: skip
+        _audit(name, old.version, "demoted", f"replaced by v{version}", alias=PREVIOUS)
         client.set_registered_model_alias(name, PREVIOUS, old.version)
-    try:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    except MlflowException:
-        if old is not None:  # leave the registry as it was: old champion, no half-move
-            client.set_registered_model_alias(name, CHAMPION, old.version)
-        raise
+    # The champion alias moves last, in one call: if anything before fails, production is untouched.
+    client.set_registered_model_alias(name, CHAMPION, version)
     print(f"promoted {name} v{version} to @{CHAMPION}" + (f" (v{old.version} is @{PREVIOUS})" if old else ""))
 
 
@@ -171,12 +162,9 @@ def rollback(name: str, reason: str) -> dict[str, str]:
     previous, current = alias_version(name, PREVIOUS), alias_version(name, CHAMPION)
     if previous is None:
         raise LookupError(f"{name} has no @{PREVIOUS} version to roll back to")
-    at = _now()
-    _audit(name, previous.version, {"event": "restored", "at": at, "version": previous.version, "alias": CHAMPION,
-                                    "reason": reason})  # fmt: skip
+    _audit(name, previous.version, "restored", reason, alias=CHAMPION)
     if current is not None:
-        _audit(name, current.version, {"event": "rolled_back", "at": at, "version": current.version, "alias": None,
-                                       "reason": reason})  # fmt: skip
+        _audit(name, current.version, "rolled_back", reason, alias=None)
     client.set_registered_model_alias(name, CHAMPION, previous.version)
     client.delete_registered_model_alias(name, PREVIOUS)
     return {"champion": str(previous.version), "rolled_back": str(current.version) if current else ""}
