@@ -41,7 +41,7 @@ def test_unknown_profile_and_override_are_refused():
         load_params("nope")
     with pytest.raises(ValueError, match="unknown parameter"):
         load_params("default", parse_overrides(["train.epoch=1"]))
-    with pytest.raises(ValueError, match="section.key=value"):
+    with pytest.raises(ValueError, match=r"section\.key=value"):
         parse_overrides(["epochs"])
 
 
