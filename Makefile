@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv run test test-fast lint format stack-up stack-down stack-status bench clean
+.PHONY: help venv run test test-fast lint format stack-up stack-down stack-status repro bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ stack-down: venv  ## Stop what stack-up started
 
 stack-status: venv  ## Show the services and their health
 	$(BIN)/pneumo stack status
+
+repro: venv  ## The same pipeline as DVC stages: dvc repro (needs the stack up)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 bench: venv  ## Benchmarks (print numbers; see benchmarks/)
 	$(BIN)/python benchmarks/training.py

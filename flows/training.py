@@ -54,13 +54,20 @@ def training(source: str = "s3://pneumo-raw/synthetic", profile: str = "default"
         ``model_uri``, ``version``, ``promoted``, the gate's reasons, and the test metrics.
     """
     params = load_params(profile, overrides)
-    name = params["registry"]["model_name"]
     check_services(source)
     raw_dir = ingest(source)
     data_version = version_data(raw_dir)
     processed = preprocess(raw_dir, params, data_version)
     run = train(processed, params, data_version, source)
     results = evaluate(run["run_id"], run["model_uri"], processed, params)
+    return {**gate_and_promote(processed, run, results, params, data_version), "profile": profile}
+
+
+def gate_and_promote(
+    processed: str, run: dict[str, str], results: dict[str, float], params: dict[str, Any], data_version: str
+) -> dict[str, Any]:
+    """Register the candidate, compare it with the champion on the same test split, promote if it passes."""
+    name = params["registry"]["model_name"]
     champion = evaluate_champion(processed, params)
     version = register(run["model_uri"], run["run_id"], results, params, data_version)
     decision = decide(results, champion, params["gate"])
@@ -76,7 +83,6 @@ def training(source: str = "s3://pneumo-raw/synthetic", profile: str = "default"
         "reasons": decision.reasons,
         "run_id": run["run_id"],
         "data_version": data_version,
-        "profile": profile,
         "champion_before": champion["version"] if champion else None,
         **results,
     }

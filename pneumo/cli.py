@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from pneumo.config import DEFAULT_PROFILE, Settings, apply_client_env, parse_overrides, workdir
+from pneumo.stages import app as stages_app
 
 app = typer.Typer(help="Pneumonia detection on chest X-rays, with its MLOps loop.", no_args_is_help=True)
 stack_app = typer.Typer(
@@ -21,6 +22,7 @@ model_app = typer.Typer(help="Inspect the registry and roll back.", no_args_is_h
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(stages_app, name="stage")
 
 DEMO_SOURCE = "s3://pneumo-raw/synthetic"
 

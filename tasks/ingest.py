@@ -34,8 +34,8 @@ def _cache_path(etag: str, key: str) -> Path:
 
 
 @task(name="ingest", retries=3, retry_delay_seconds=5)
-def ingest(source: str) -> str:
-    """Mirror ``source`` into ``data/raw/<dataset>`` through a content-addressed cache.
+def ingest(source: str, target: str | None = None) -> str:
+    """Mirror ``source`` into ``target`` (default ``data/raw/<dataset>``) through a content-addressed cache.
 
     Objects already in the cache (same ETag) are not downloaded again. A ``manifest.csv`` lists
     each object's key, ETag and size.
@@ -58,7 +58,7 @@ def ingest(source: str) -> str:
         raise SourceError(f"{source} is empty: push data first (pneumo data push DIR)")
 
     _, prefix = split_uri(source)
-    target = workdir() / "data" / "raw" / dataset_name(source)
+    target = Path(target) if target else workdir() / "data" / "raw" / dataset_name(source)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

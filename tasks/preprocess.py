@@ -90,13 +90,14 @@ def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) 
 
 
 @task(name="preprocess", retries=0)
-def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "") -> str:
+def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out: str | None = None) -> str:
     """Build the train/val/test arrays of a raw folder; returns the processed folder.
 
-    Unreadable images are skipped and counted, not fatal.
+    Unreadable images are skipped and counted, not fatal. Without ``out``, the folder is named
+    after the data version and parameters, so a rerun with both unchanged reuses it.
     """
     data = params["data"]
-    out = processed_dir(raw_dir, data, data_version)
+    out = Path(out) if out else processed_dir(raw_dir, data, data_version)
     if (out / "summary.json").exists():
         print(f"preprocess: reusing {out}")
         return str(out)

@@ -1,0 +1,87 @@
+"""``pneumo stage ...``: the training flow's steps as DVC stages (see dvc.yaml).
+
+They call the same task functions as the flow, and write to fixed paths that DVC tracks:
+``data/raw/pipeline``, ``data/processed/pipeline``, ``models/pipeline`` and ``reports/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pneumo.config import apply_client_env, load_params, workdir
+
+# The tasks run outside a flow here: their logs go to the terminal, not to the Prefect API.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+app = typer.Typer(help="The training flow's steps, one per DVC stage (used by `dvc repro`).")
+Profile = Annotated[str, typer.Option(help="Profile of params.yaml.")]
+
+
+def _paths() -> dict[str, Path]:
+    root = workdir()
+    return {
+        "raw": root / "data" / "raw" / "pipeline",
+        "processed": root / "data" / "processed" / "pipeline",
+        "model": root / "models" / "pipeline",
+        "reports": root / "reports",
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+@app.command("ingest")
+def ingest_stage(source: Annotated[str, typer.Option(help="s3:// URI of the data set.")]) -> None:
+    """Download the data set from S3 into data/raw/pipeline."""
+    apply_client_env()
+    from tasks.ingest import ingest
+
+    ingest.fn(source, str(_paths()["raw"]))
+
+
+@app.command("preprocess")
+def preprocess_stage(profile: Profile = "demo") -> None:
+    """Split, resize and balance data/raw/pipeline into data/processed/pipeline."""
+    from tasks.preprocess import preprocess
+
+    paths = _paths()
+    preprocess.fn(str(paths["raw"]), load_params(profile), "dvc-pipeline", str(paths["processed"]))
+
+
+@app.command("train")
+def train_stage(profile: Profile = "demo") -> None:
+    """Train and evaluate; the model goes to MLflow and models/pipeline, metrics to reports/."""
+    apply_client_env()
+    import mlflow
+
+    from tasks.evaluate import evaluate
+    from tasks.train import train
+
+    paths, params = _paths(), load_params(profile)
+    run = train.fn(str(paths["processed"]), params, "dvc-pipeline", "dvc repro")
+    results = evaluate.fn(run["run_id"], run["model_uri"], str(paths["processed"]), params)
+    paths["model"].mkdir(parents=True, exist_ok=True)
+    mlflow.artifacts.download_artifacts(run["model_uri"], dst_path=str(paths["model"]))
+    _write_json(paths["reports"] / "train.json", run)
+    _write_json(paths["reports"] / "metrics.json", results)
+
+
+@app.command("promote")
+def promote_stage(profile: Profile = "demo") -> None:
+    """Register the trained model and promote it through the gate."""
+    apply_client_env()
+    from flows.training import gate_and_promote
+
+    paths, params = _paths(), load_params(profile)
+    run = json.loads((paths["reports"] / "train.json").read_text())
+    results = json.loads((paths["reports"] / "metrics.json").read_text())
+    summary = gate_and_promote(str(paths["processed"]), run, results, params, "dvc-pipeline")
+    _write_json(paths["reports"] / "promotion.json", summary)
+    typer.echo(json.dumps(summary, default=str))
