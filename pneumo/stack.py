@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ class Service:
     health_url: str
     env: dict[str, str]
     timeout_s: float = 120.0
+
+    @property
+    def local(self) -> bool:
+        """False when the URL points elsewhere (a remote S3, MLflow or Prefect): not ours to run."""
+        host = urllib.parse.urlsplit(self.health_url).hostname
+        return host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def pid_file(self) -> Path:
@@ -161,6 +168,10 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[str]:
     _write_s3_identities(settings)
     started: dict[str, tuple[Service, int]] = {}
     for service in services(settings):
+        if not service.local:
+            state = "reachable" if http_ok(service.health_url) else "NOT reachable"
+            echo(f"{service.name:8s} external at {service.health_url.rsplit('/', 1)[0]} ({state})")
+            continue
         if _read_pid(service) is not None or http_ok(service.health_url):
             echo(f"{service.name:8s} already running at {service.health_url.rsplit('/', 1)[0]}")
             continue
