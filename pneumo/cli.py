@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -190,8 +191,8 @@ def run_demo(
     from pneumo import stack
 
     settings = apply_client_env()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
     started: list[str] = []
     try:
         started = stack.up(settings)
@@ -201,13 +202,26 @@ def run_demo(
         typer.echo(json.dumps(summary, default=str))
         _print_urls(settings)
         typer.echo("Everything is up. Press Ctrl-C to stop what this command started.")
-        stop.wait()
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # nothing may cut the shutdown short
         if started:
-            typer.echo("stopping " + ", ".join(started))
-            stack.down(settings, only=started)
+            _quiet_echo("stopping " + ", ".join(started))
+            stack.down(settings, only=started, echo=_quiet_echo)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _quiet_echo(message: str) -> None:
+    """Print, unless the terminal or pipe is gone (the shutdown must go on regardless)."""
+    with contextlib.suppress(OSError):
+        typer.echo(message)
 
 
 def main() -> None:
