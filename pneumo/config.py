@@ -88,8 +88,10 @@ class Settings:
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "MLFLOW_ENABLE_TELEMETRY": "false",
+            "DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DVC_NO_ANALYTICS": "1",
+            "ITERATIVE_DO_NOT_TRACK": "1",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }

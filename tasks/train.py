@@ -183,6 +183,7 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
             make_dataset(x_train, y_train, cfg["batch_size"], cfg["seed"]),
             validation_data=make_dataset(x_val, y_val, cfg["batch_size"], None),
             epochs=cfg["epochs"],
+            shuffle=False,  # the dataset shuffles itself
             callbacks=[
                 EpochLogger(cfg["epochs"]),
                 keras.callbacks.EarlyStopping(
