@@ -23,6 +23,7 @@ from tasks.preprocess import load_split
 CHAMPION, PREVIOUS = "champion", "previous"
 AUDIT_ARTIFACT = "registry/audit.jsonl"
 GATED_METRICS = ("test_auc", "test_sensitivity", "test_specificity")
+TAGGED_METRICS = (*GATED_METRICS, "test_precision", "test_f1", "test_accuracy")
 
 
 @dataclass
@@ -108,7 +109,7 @@ def register(
         "data_version": data_version,
         "profile": params["profile"],
         "run_id": run_id,
-        **{k: round(v, 4) for k, v in results.items() if k.startswith("test_")},
+        **{k: round(results[k], 4) for k in TAGGED_METRICS},
     }
     version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     print(f"registered {name} v{version.version} (threshold {results['threshold']:.4f})")

@@ -215,3 +215,30 @@ def test_gate_refuses_regression_beyond_tolerance():
     decision = decide(GOOD, champion, GATE)
     assert not decision.promote
     assert "worse than champion v3" in decision.reasons[0]
+
+
+def test_stack_never_claims_a_process_it_did_not_start(tmp_path: Path, monkeypatch):
+    import json
+    import os
+
+    from pneumo import stack
+    from pneumo.config import Settings
+
+    monkeypatch.setenv("PNEUMO_STATE_DIR", str(tmp_path))
+    for service in stack.services(Settings.from_env()):
+        service.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        service.pid_file.write_text(json.dumps({"pid": os.getpid()}))  # a reused pid: this test
+    assert all(row["pid"] is None for row in stack.status(Settings.from_env()))
+    stack.down(Settings.from_env(), echo=lambda _: None)  # must not signal this process
+    assert not any(s.pid_file.exists() for s in stack.services(Settings.from_env()))
+
+
+def test_train_without_prefect_server_says_what_to_do(monkeypatch):
+    from typer.testing import CliRunner
+
+    from pneumo.cli import app
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    result = CliRunner().invoke(app, ["train", "--profile", "test"])
+    assert result.exit_code == 2
+    assert "pneumo stack up" in result.output
