@@ -182,6 +182,35 @@ def model_rollback(
     typer.echo(json.dumps(result))
 
 
+def gunicorn_command(host: str, port: int, workers: int, threads: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start the prediction service under gunicorn."""
+    import sys
+
+    from pneumo.config import ROOT
+
+    env = {"PNEUMO_HOST": host, "PNEUMO_PORT": str(port), "PNEUMO_WORKERS": str(workers),
+           "PNEUMO_THREADS": str(threads)}  # fmt: skip
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    return [gunicorn, "-c", str(ROOT / "serving" / "gunicorn.conf.py")], env
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8085,
+    workers: Annotated[int, typer.Option(help="gunicorn worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(help="Threads per worker.")] = 4,
+) -> None:
+    """Serve the champion model: web page and JSON API (gunicorn)."""
+    import os
+
+    apply_client_env()
+    command, env = gunicorn_command(host, port, workers, threads)
+    os.environ.update(env)
+    typer.echo(f"serving on http://{host}:{port}", err=True)
+    os.execv(command[0], command)
+
+
 @app.command("run")
 def run_demo(
     n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 400,

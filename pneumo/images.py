@@ -15,7 +15,19 @@ SQUARE_MODES = ("crop", "pad", "stretch")
 
 
 class ImageError(ValueError):
-    """An input that is not a readable image."""
+    """An input that is not a usable image; the message says why."""
+
+
+class UnsupportedImage(ImageError):
+    """Empty, not an image, or an image format that is not accepted."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than allowed (decompression bombs included)."""
+
+
+class CorruptImage(ImageError):
+    """A recognised image format whose data is truncated or damaged."""
 
 
 def to_grayscale8(image: Image.Image) -> Image.Image:
@@ -56,16 +68,71 @@ def prepare(image: Image.Image, size: int, square_mode: str = "crop") -> np.ndar
     return np.asarray(gray.resize((size, size), Image.BILINEAR, reducing_gap=3.0), np.uint8)
 
 
-def decode(data: bytes) -> Image.Image:
-    """Decode and fully load image bytes, raising :class:`ImageError` for anything unreadable."""
+def decode(data: bytes, formats: tuple[str, ...] | None = None, max_pixels: int | None = None) -> Image.Image:
+    """Decode and fully load image bytes.
+
+    Args:
+        data: the file's bytes.
+        formats: PIL format names to accept (e.g. ``("JPEG", "PNG")``); None accepts any.
+        max_pixels: refuse larger images before decoding them (decompression bombs).
+
+    Raises:
+        UnsupportedImage: empty, not an image, or a format outside ``formats``.
+        ImageTooLarge: more pixels than ``max_pixels``.
+        CorruptImage: recognised but truncated or damaged.
+    """
     if not data:
-        raise ImageError("the file is empty")
+        raise UnsupportedImage("the file is empty")
     try:
         image = Image.open(io.BytesIO(data))
-        image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"not a readable image ({error})") from error
+        raise UnsupportedImage("not a readable image: send a JPEG or PNG file") from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    if formats is not None and image.format not in formats:
+        raise UnsupportedImage(f"{image.format} images are not supported: send {' or '.join(formats)}")
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(f"{width}x{height} pixels is more than the {max_pixels} allowed")
+    try:
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise CorruptImage(f"the {image.format} file is truncated or damaged ({error})") from error
     return image
+
+
+BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+
+
+def image_stats(original: Image.Image, prepared: np.ndarray) -> dict[str, float | int | str]:
+    """Statistics of one image, for monitoring: the same code for training data and production.
+
+    Size, mode and bit depth come from the original; intensities from the prepared array (what the
+    model sees), so they are cheap to compute and comparable across resolutions.
+    """
+    pixels = prepared.astype(np.float32)
+    histogram = np.bincount(prepared.ravel(), minlength=256) / prepared.size
+    nonzero = histogram[histogram > 0]
+    p1, p5, p25, p50, p75, p95, p99 = np.percentile(pixels, [1, 5, 25, 50, 75, 95, 99])
+    return {
+        "width": original.width,
+        "height": original.height,
+        "aspect": round(original.width / original.height, 4),
+        "mode": original.mode,
+        "bit_depth": BIT_DEPTH.get(original.mode, 8),
+        "mean": float(pixels.mean()),
+        "std": float(pixels.std()),
+        "p1": float(p1),
+        "p5": float(p5),
+        "p25": float(p25),
+        "p50": float(p50),
+        "p75": float(p75),
+        "p95": float(p95),
+        "p99": float(p99),
+        "entropy": float(-(nonzero * np.log2(nonzero)).sum()),
+    }
 
 
 def load_prepared(path: str, size: int, square_mode: str = "crop") -> np.ndarray:

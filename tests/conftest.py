@@ -49,3 +49,13 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, n=240, seed=7, size=96)
     return out
+
+
+@pytest.fixture(scope="session")
+def source(stack: Settings, synthetic_dir: Path) -> str:
+    """The synthetic set uploaded to the test stack's raw bucket."""
+    from pneumo.storage import s3_client, upload_dir
+
+    uri = f"s3://{stack.raw_bucket}/synthetic-test"
+    assert upload_dir(s3_client(stack), synthetic_dir, uri) > 200
+    return uri

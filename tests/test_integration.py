@@ -14,19 +14,12 @@ import requests
 
 from flows.training import ServiceUnavailable, training
 from pneumo.config import Settings, workdir
-from pneumo.storage import s3_client, upload_dir
+from pneumo.storage import s3_client
 from tasks.ingest import DVC, SourceError, ingest, version_data
 from tasks.registry import CHAMPION, PREVIOUS, alias_version, promote, rollback
 
 pytestmark = pytest.mark.integration
 MODEL = "pneumonia-classifier"
-
-
-@pytest.fixture(scope="module")
-def source(stack: Settings, synthetic_dir: Path) -> str:
-    uri = f"s3://{stack.raw_bucket}/synthetic-test"
-    assert upload_dir(s3_client(stack), synthetic_dir, uri) > 200
-    return uri
 
 
 def test_stack_is_healthy_and_second_up_is_harmless(stack: Settings):

@@ -1,0 +1,89 @@
+"""The prediction service: a Flask app that serves the promoted model and records what it sees."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from pneumo.config import apply_client_env, load_params, state_dir
+
+
+def settings_from_env() -> dict[str, Any]:
+    """App configuration from ``PNEUMO_*`` environment variables (see the README)."""
+    env = os.environ.get
+    return {
+        "MODEL_NAME": env("PNEUMO_MODEL_NAME", load_params()["registry"]["model_name"]),
+        "MODEL_ALIAS": env("PNEUMO_MODEL_ALIAS", "champion"),
+        "RELOAD_INTERVAL_S": float(env("PNEUMO_RELOAD_INTERVAL", "30")),
+        "MAX_CONTENT_LENGTH": int(float(env("PNEUMO_MAX_UPLOAD_MB", "20")) * 1024 * 1024),
+        "MAX_PIXELS": int(env("PNEUMO_MAX_PIXELS", str(50_000_000))),
+        "API_TOKEN": env("PNEUMO_API_TOKEN") or None,
+        "ADMIN_TOKEN": env("PNEUMO_ADMIN_TOKEN") or None,
+        "RECORDS_URL": env("PNEUMO_RECORDS_URL", f"sqlite:///{state_dir() / 'predictions.db'}"),
+        "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
+    }
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: load the model behind the alias, start following it, wire the blueprints.
+
+    Args:
+        test_config: values that win over the environment (tests).
+    """
+    apply_client_env()
+    # A registry check must fail fast when the registry is down: the model in hand keeps serving.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from serving import metrics
+    from serving.api import bp as api_bp
+    from serving.model import ModelHolder
+    from serving.ops import bp as ops_bp
+    from serving.records import Recorder
+
+    app = Flask(__name__)
+    app.config.from_mapping(settings_from_env())
+    app.config.update(test_config or {})
+    app.json.sort_keys = False
+
+    state_dir().mkdir(parents=True, exist_ok=True)
+    holder = ModelHolder(
+        app.config["MODEL_NAME"],
+        app.config["MODEL_ALIAS"],
+        on_swap=lambda m: metrics.set_model(m.name, m.version, m.alias),
+    )
+    holder.refresh()
+    if app.config["RELOAD_INTERVAL_S"] > 0:
+        holder.start_polling(app.config["RELOAD_INTERVAL_S"])
+    app.extensions["pneumo.model"] = holder
+    app.extensions["pneumo.recorder"] = Recorder(app.config["RECORDS_URL"], app.config["STORE_IMAGES_URI"])
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(ops_bp)
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _count(response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+        metrics.LATENCY.labels(endpoint=endpoint).observe(
+            time.perf_counter() - g.get("started", time.perf_counter())
+        )
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        return jsonify(error=error.description, status=error.code), error.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        app.logger.exception("unhandled error")
+        return jsonify(error="internal error; the request was not processed", status=500), 500
+
+    return app

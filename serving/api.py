@@ -1,0 +1,99 @@
+"""The clinician-facing endpoints: the web page and ``POST /predict``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from flask import Blueprint, abort, current_app, jsonify, render_template, request
+
+from pneumo.images import CorruptImage, ImageTooLarge, UnsupportedImage, decode, prepare
+from serving import metrics
+from serving.auth import require_token
+from serving.records import Observation, now
+
+bp = Blueprint("api", __name__)
+ACCEPTED_FORMATS = ("JPEG", "PNG")
+IMAGE_TYPES = ("image/jpeg", "image/png")
+
+
+@bp.get("/")
+def page():
+    """The upload page."""
+    return render_template("index.html")
+
+
+def _upload() -> bytes:
+    """The image bytes of the request: multipart field ``file`` or a raw image body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            abort(400, "the multipart field 'file' is missing")
+        return upload.read()
+    if request.mimetype in IMAGE_TYPES:
+        return request.get_data()
+    if not request.mimetype:
+        abort(
+            400, "no image: send multipart/form-data with a 'file' field, or an image/jpeg or image/png body"
+        )
+    abort(
+        415,
+        f"content type {request.mimetype} is not supported: send multipart/form-data with a 'file' "
+        "field, or an image/jpeg or image/png body",
+    )
+
+
+@bp.post("/predict")
+@require_token("API_TOKEN")
+def predict():
+    """Classify one chest X-ray (JPEG or PNG; 8 or 16 bit; grayscale, RGB or RGBA)."""
+    started = time.perf_counter()
+    model = current_app.extensions["pneumo.model"].current
+    if model is None:
+        abort(503, "no model is loaded yet: see /ready")
+    data = _upload()
+    if not data:
+        abort(400, "the file is empty")
+    try:
+        original = decode(data, ACCEPTED_FORMATS, current_app.config["MAX_PIXELS"])
+    except ImageTooLarge as error:
+        abort(413, str(error))
+    except UnsupportedImage as error:
+        abort(415, str(error))
+    except CorruptImage as error:
+        abort(422, str(error))
+    prepared = prepare(original, model.image_size, model.square)
+    probability = model.predict(prepared)
+    label = "PNEUMONIA" if probability >= model.threshold else "NORMAL"
+    body = {
+        "label": label,
+        "probability": round(probability, 6),
+        "threshold": round(model.threshold, 6),
+        "model_name": model.name,
+        "model_version": model.version,
+        "request_id": str(uuid.uuid4()),
+    }
+    if request.args.get("explain") in ("1", "true", "yes"):
+        body["gradcam_png"] = model.gradcam.overlay_png(prepared) if model.gradcam else None
+    body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+
+    recorder = current_app.extensions["pneumo.recorder"]
+    recorded = recorder.submit(
+        Observation(
+            request_id=body["request_id"],
+            created_at=now(),
+            model_name=model.name,
+            model_version=model.version,
+            probability=probability,
+            threshold=model.threshold,
+            label=label,
+            latency_ms=body["latency_ms"],
+            original=original,
+            prepared=prepared,
+            raw=data if recorder.image_uri_prefix else None,
+        )
+    )
+    if not recorded:
+        metrics.RECORDS_DROPPED.inc()
+    metrics.PREDICTIONS.labels(label=label).inc()
+    return jsonify(body)

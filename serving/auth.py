@@ -1,0 +1,38 @@
+"""Bearer-token checks."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import abort, current_app, request
+
+
+def _presented_token() -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def require_token(config_key: str, always: bool = False) -> Callable:
+    """Guard a view with the bearer token in ``app.config[config_key]``.
+
+    Without a configured token the view is open, unless ``always``: then it is closed (403).
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            expected = current_app.config.get(config_key)
+            if expected is None:
+                if always:
+                    abort(403, f"disabled: set PNEUMO_{config_key} to enable this endpoint")
+                return view(*args, **kwargs)
+            if not hmac.compare_digest(_presented_token().encode(), expected.encode()):
+                abort(401, "missing or wrong bearer token (Authorization: Bearer ...)")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator

@@ -1,0 +1,37 @@
+"""gunicorn settings for the prediction service: ``gunicorn -c serving/gunicorn.conf.py``.
+
+Workers and threads come from the environment. No ``preload_app``: TensorFlow loaded in the master
+deadlocks forked workers, so each worker loads the model itself.
+"""
+
+import os
+import shutil
+import tempfile
+
+wsgi_app = "serving:create_app()"
+bind = f"{os.environ.get('PNEUMO_HOST', '127.0.0.1')}:{os.environ.get('PNEUMO_PORT', '8085')}"
+workers = int(os.environ.get("PNEUMO_WORKERS", "1"))
+threads = int(os.environ.get("PNEUMO_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("PNEUMO_TIMEOUT", "120"))  # loading DenseNet on a slow disk takes a while
+graceful_timeout = 30
+preload_app = False
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("PNEUMO_LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+# Prometheus: each worker writes its own files, /metrics merges them. The variable must be set
+# before prometheus_client is first imported.
+_metrics_dir = tempfile.mkdtemp(prefix="pneumo-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+from prometheus_client import multiprocess  # noqa: E402
+
+
+def child_exit(server, worker):
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
