@@ -18,6 +18,7 @@ from mlflow.models import infer_signature
 from prefect import task
 
 from pneumo.config import ROOT
+from serving.gradcam import FEATURE_POOL
 from tasks.preprocess import load_split
 
 BACKBONES = ("densenet121", "mobilenet_v3_small", "small_cnn")
@@ -29,14 +30,13 @@ def _backbone(name: str, size: int, weights: str) -> keras.Model:
     pretrained = "imagenet" if weights == "imagenet" else None
     if name == "densenet121":
         base = keras.applications.DenseNet121(
-            include_top=False, weights=pretrained, input_shape=(size, size, 3), pooling="avg"
+            include_top=False, weights=pretrained, input_shape=(size, size, 3)
         )
     elif name == "mobilenet_v3_small":
         base = keras.applications.MobileNetV3Small(
             include_top=False,
             weights=pretrained,
             input_shape=(size, size, 3),
-            pooling="avg",
             include_preprocessing=False,
         )
     else:
@@ -55,7 +55,7 @@ def _small_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
             x = layers.BatchNormalization()(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
-    return layers.GlobalAveragePooling2D()(x)
+    return x
 
 
 def _all_layers(layer: keras.Layer):
@@ -73,14 +73,16 @@ def build_model(size: int, train: dict[str, Any]) -> keras.Model:
     inputs = keras.Input((size, size, 1), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
     if train["backbone"] == "small_cnn":
-        features = _small_cnn(x)
+        feature_map = _small_cnn(x)
     else:
         rgb = layers.Concatenate(name="gray_to_rgb")([x, x, x])
         if train["backbone"] == "densenet121":
             rgb = layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD))(rgb)
         else:
             rgb = layers.Rescaling(2.0, offset=-1.0)(rgb)
-        features = _backbone(train["backbone"], size, train["weights"])(rgb)
+        feature_map = _backbone(train["backbone"], size, train["weights"])(rgb)
+    # The last convolutional feature map enters this named pooling layer: Grad-CAM starts there.
+    features = layers.GlobalAveragePooling2D(name=FEATURE_POOL)(feature_map)
     x = layers.Dense(train["head_units"], activation="relu", name="head")(features)
     x = layers.Dropout(train["dropout"])(x)
     outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
