@@ -1,5 +1,8 @@
-# pneumo image: the CLI, the Prefect flows and (once serving lands) the API, on CPU.
-# Build: docker build -t pneumo .   Run a flow worker: see compose.yaml.
+# pneumo image, on CPU: the prediction API by default; also the CLI, the Prefect flows and the
+# servers of the stack (compose.yaml runs them all from this one image).
+#   docker build -t pneumo .
+#   docker run -p 8085:8085 -e MLFLOW_TRACKING_URI=... -e PNEUMO_S3_ENDPOINT=... pneumo
+# The model is pulled from the registry (alias champion) at start, never baked in.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -29,8 +32,12 @@ COPY pyproject.toml params.yaml dvc.yaml prefect.yaml README.md ./
 COPY pneumo ./pneumo
 COPY flows ./flows
 COPY tasks ./tasks
+COPY serving ./serving
 RUN pip install --no-deps . && chown -R pneumo /app
 
 USER 10001
+EXPOSE 8085
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8085/health', timeout=4)"]
 ENTRYPOINT ["pneumo"]
-CMD ["--help"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8085"]

@@ -215,32 +215,70 @@ def serve(
 def run_demo(
     n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 400,
     profile: Annotated[str, typer.Option(help="Profile of params.yaml.")] = "demo",
+    port: Annotated[int, typer.Option(help="Port of the prediction service.")] = 8085,
 ) -> None:
-    """The main job: stack up, synthetic data, training flow; then stay up until Ctrl-C."""
+    """The main job: stack up, synthetic data, training flow, then serve the champion until Ctrl-C."""
+    import subprocess
+
     from pneumo import stack
 
     settings = apply_client_env()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupt)
     started: list[str] = []
+    server: subprocess.Popen | None = None
     try:
         started = stack.up(settings)
         out = workdir() / "data" / "external" / "synthetic"
         data_synth(out, n=n, seed=0, size=256)
         summary = run_training(push_folder(out, DEMO_SOURCE), profile, {})
         typer.echo(json.dumps(summary, default=str))
+        server = _start_service(port)
         _print_urls(settings)
+        typer.echo(f"Prediction page and API: http://127.0.0.1:{port}  (POST /predict with a PNG or JPEG)")
         typer.echo("Everything is up. Press Ctrl-C to stop what this command started.")
-        while True:
-            time.sleep(3600)
+        while server.poll() is None:
+            time.sleep(1)
+        _fail(f"the prediction service stopped (exit code {server.returncode}); see its log above")
     except KeyboardInterrupt:
         pass
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # nothing may cut the shutdown short
+        if server is not None and server.poll() is None:
+            _quiet_echo("stopping the prediction service")
+            stack.terminate_group(server.pid)
         if started:
             _quiet_echo("stopping " + ", ".join(started))
             stack.down(settings, only=started, echo=_quiet_echo)
+
+
+def _start_service(port: int):
+    """Start gunicorn in its own process group and wait until it serves a model."""
+    import os
+    import subprocess
+
+    command, env = gunicorn_command("127.0.0.1", port, workers=1, threads=4)
+    server = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while _ready_status(port) != 200:
+        if server.poll() is not None or time.monotonic() > deadline:
+            _fail(f"the prediction service did not become ready on port {port}")
+        time.sleep(1)
+    return server
+
+
+def _ready_status(port: int) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

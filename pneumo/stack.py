@@ -197,12 +197,13 @@ def down(settings: Settings, only: list[str] | None = None, echo: Callable[[str]
         if pid is None:
             service.pid_file.unlink(missing_ok=True)
             continue
-        _terminate_group(pid)
+        terminate_group(pid)
         service.pid_file.unlink(missing_ok=True)
         echo(f"{service.name:8s} stopped")
 
 
-def _terminate_group(pid: int, grace_s: float = 20.0) -> None:
+def terminate_group(pid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM a process group, then SIGKILL it if it is still there after ``grace_s``."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -44,14 +44,16 @@ def test_dockerfile_is_lint_clean_and_copies_every_package():
     for package in packages:
         assert f"COPY {package} ./{package}" in dockerfile
     assert re.search(r"^USER \d+$", dockerfile, re.MULTILINE)  # not root
+    assert "EXPOSE 8085" in dockerfile and "HEALTHCHECK" in dockerfile and "/health" in dockerfile
 
 
 def test_compose_matches_the_local_stack():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"s3", "mlflow", "prefect", "worker", "postgres"} <= services.keys()
+    assert services.keys() >= {"s3", "mlflow", "prefect", "worker", "postgres", "api"}
+    assert services["api"]["command"] == ["serve", "--host", "0.0.0.0", "--port", "8085"]
     published = {name: s["ports"][0].rsplit(":", 2)[-1] for name, s in services.items() if "ports" in s}
-    assert published == {"s3": "8333", "mlflow": "5000", "prefect": "4200"}
+    assert published == {"s3": "8333", "mlflow": "5000", "prefect": "4200", "api": "8085"}
     assert all(p.startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", []))
     s3_command = " ".join(services["s3"]["command"])
     for flag in ("-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.config="):
