@@ -18,7 +18,19 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    select,
+)
 
 from pneumo.images import image_stats
 
@@ -85,7 +97,9 @@ class Recorder:
     """A bounded queue drained by one daemon thread into the predictions table."""
 
     def __init__(self, url: str, image_uri_prefix: str | None = None, capacity: int = 10_000) -> None:
-        self.engine = make_engine(url)
+        self.url = url
+        # Connected by the recorder thread, so a database that is down never blocks start-up.
+        self._engine: Engine | None = None
         self.image_uri_prefix = image_uri_prefix
         self.queue: queue.Queue[Observation] = queue.Queue(maxsize=capacity)
         self.dropped = 0
@@ -113,7 +127,9 @@ class Recorder:
             item = self.queue.get()
             try:
                 row = self._row(item)
-                with self.engine.begin() as connection:
+                if self._engine is None:
+                    self._engine = make_engine(self.url)
+                with self._engine.begin() as connection:
                     connection.execute(predictions.insert().values(**row))
                 self.written += 1
             except Exception:

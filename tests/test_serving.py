@@ -191,6 +191,7 @@ def test_every_prediction_is_recorded(client, app, xray: Image.Image):
     assert (row["width"], row["height"]) == xray.size
     assert 0 <= row["p5"] <= row["p50"] <= row["p95"] <= 255 and row["std"] > 0 and row["entropy"] > 0
     assert row["created_at"].tzinfo is not None
+    assert row["image_uri"] is None  # the image itself is patient data: not stored by default
 
 
 def test_api_token_guards_predict_when_configured(served_model: dict, tmp_path: Path, xray: Image.Image):
@@ -296,3 +297,31 @@ def test_hot_reload_under_concurrent_requests_loses_none(app, served_model: dict
     assert all(status == 200 for status, _ in results), {s for s, _ in results}
     versions = [version for _, version in results]
     assert versions[0] == old.version and versions[-1] == new.version
+
+
+def test_a_broken_record_store_never_breaks_predictions(served_model: dict, tmp_path: Path, xray):
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": "sqlite:////nonexistent/dir/p.db"}
+    )
+    client = app.test_client()
+    assert all(_post(client, _encode(xray)).status_code == 200 for _ in range(3))
+    recorder = app.extensions["pneumo.recorder"]
+    recorder.flush()
+    assert recorder.dropped == 3 and recorder.written == 0
+
+
+def test_images_go_to_s3_only_when_asked(served_model: dict, tmp_path: Path, xray, stack: Settings):
+    from pneumo.storage import s3_client, split_uri
+
+    uri = f"s3://{stack.raw_bucket}/prediction-images"
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "STORE_IMAGES_URI": uri,
+         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+    )  # fmt: skip
+    data = _encode(xray)
+    request_id = _post(app.test_client(), data).get_json()["request_id"]
+    app.extensions["pneumo.recorder"].flush()
+    (row,) = read_records(app.config["RECORDS_URL"])
+    assert row["request_id"] == request_id and row["image_uri"].startswith(uri)
+    bucket, key = split_uri(row["image_uri"])
+    assert s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read() == data
