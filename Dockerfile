@@ -33,6 +33,7 @@ COPY pneumo ./pneumo
 COPY flows ./flows
 COPY tasks ./tasks
 COPY serving ./serving
+COPY monitoring ./monitoring
 RUN pip install --no-deps . && chown -R pneumo /app
 
 USER 10001

@@ -1,4 +1,5 @@
-"""The ``training`` flow: ingest -> version -> preprocess -> train -> evaluate -> gate -> promote."""
+"""The ``training`` flow: ingest -> version -> preprocess -> train -> evaluate (+ monitoring
+reference) -> gate -> promote."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pneumo.storage import s3_client, split_uri
 from tasks.evaluate import evaluate
 from tasks.ingest import SourceError, ingest, version_data
 from tasks.preprocess import preprocess
+from tasks.reference import build_reference
 from tasks.registry import decide, evaluate_champion, promote, record_gate, register
 from tasks.train import train
 
@@ -60,6 +62,7 @@ def training(source: str = "s3://pneumo-raw/synthetic", profile: str = "default"
     processed = preprocess(raw_dir, params, data_version)
     run = train(processed, params, data_version, source)
     results = evaluate(run["run_id"], run["model_uri"], processed, params)
+    build_reference(run["run_id"], run["model_uri"], processed, params)
     return {**gate_and_promote(processed, run, results, params, data_version), "profile": profile}
 
 

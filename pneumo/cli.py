@@ -211,6 +211,70 @@ def serve(
     os.execv(command[0], command)
 
 
+@app.command("monitor")
+def monitor_cmd(
+    since: Annotated[
+        str | None, typer.Option(help="Window start, ISO 8601 (default: 7 days before --until).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Window end, ISO 8601 (default: now).")] = None,
+    retrain: Annotated[bool, typer.Option(help="Start the training deployment on drift.")] = True,
+) -> None:
+    """Run the monitoring flow once; the last line printed is a JSON summary."""
+    apply_client_env()
+    from flows.monitoring import monitoring
+
+    try:
+        summary = monitoring(since=since, until=until, trigger_retraining=retrain)
+    except ValueError as error:
+        _fail(str(error))
+    typer.echo(json.dumps(summary, default=str))
+
+
+WORK_POOL = "pneumo-process"
+
+
+def register_deployments() -> None:
+    """Create the process work pool if needed and register every deployment of prefect.yaml."""
+    import os
+    import subprocess
+    import sys
+
+    from pneumo.config import ROOT
+
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = {**os.environ, "PNEUMO_HOME": str(ROOT)}
+    pools = subprocess.run([prefect, "work-pool", "ls"], capture_output=True, text=True, env=env)
+    if WORK_POOL not in pools.stdout:
+        subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process"], check=True, env=env,
+                       capture_output=True)  # fmt: skip
+    result = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        _fail(f"prefect deploy failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+def worker_command() -> list[str]:
+    """The command that starts a Prefect worker on the project's work pool."""
+    import sys
+
+    return [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", WORK_POOL]
+
+
+@app.command("deploy")
+def deploy_cmd(
+    worker: Annotated[bool, typer.Option(help="Then run a worker in the foreground.")] = True,
+) -> None:
+    """Register the training and monitoring deployments (prefect.yaml) and start a worker."""
+    import os
+
+    apply_client_env()
+    register_deployments()
+    typer.echo("registered deployments training/training and monitoring/monitoring", err=True)
+    if worker:
+        command = worker_command()
+        os.execv(command[0], command)
+
+
 @app.command("run")
 def run_demo(
     n: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 400,
@@ -226,7 +290,7 @@ def run_demo(
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupt)
     started: list[str] = []
-    server: subprocess.Popen | None = None
+    children: list[subprocess.Popen] = []
     try:
         started = stack.up(settings)
         out = workdir() / "data" / "external" / "synthetic"
@@ -234,8 +298,13 @@ def run_demo(
         summary = run_training(push_folder(out, DEMO_SOURCE), profile, {})
         typer.echo(json.dumps(summary, default=str))
         server = _start_service(port)
+        children.append(server)
+        register_deployments()
+        children.append(subprocess.Popen(worker_command(), start_new_session=True, stdout=subprocess.DEVNULL))
         _print_urls(settings)
         typer.echo(f"Prediction page and API: http://127.0.0.1:{port}  (POST /predict with a PNG or JPEG)")
+        typer.echo(f"Drift reports:           http://127.0.0.1:{port}/reports  (pneumo monitor makes one)")
+        typer.echo("Deployments training and monitoring (daily) are registered; a worker runs them.")
         typer.echo("Everything is up. Press Ctrl-C to stop what this command started.")
         while server.poll() is None:
             time.sleep(1)
@@ -245,9 +314,10 @@ def run_demo(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # nothing may cut the shutdown short
-        if server is not None and server.poll() is None:
-            _quiet_echo("stopping the prediction service")
-            stack.terminate_group(server.pid)
+        for child in children:
+            if child.poll() is None:
+                _quiet_echo(f"stopping {Path(child.args[0]).name} (pid {child.pid})")
+                stack.terminate_group(child.pid)
         if started:
             _quiet_echo("stopping " + ", ".join(started))
             stack.down(settings, only=started, echo=_quiet_echo)

@@ -46,6 +46,8 @@ class Settings:
     raw_bucket: str
     mlflow_bucket: str
     dvc_bucket: str
+    reports_bucket: str
+    records_url: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,12 +72,14 @@ class Settings:
             raw_bucket=env("PNEUMO_RAW_BUCKET", "pneumo-raw"),
             mlflow_bucket=env("PNEUMO_MLFLOW_BUCKET", "pneumo-mlflow"),
             dvc_bucket=env("PNEUMO_DVC_BUCKET", "pneumo-dvc"),
+            reports_bucket=env("PNEUMO_REPORTS_BUCKET", "pneumo-reports"),
+            records_url=env("PNEUMO_RECORDS_URL", f"sqlite:///{state_dir() / 'predictions.db'}"),
         )
 
     @property
     def buckets(self) -> list[str]:
         """Buckets the stack creates."""
-        return [self.raw_bucket, self.mlflow_bucket, self.dvc_bucket]
+        return [self.raw_bucket, self.mlflow_bucket, self.dvc_bucket, self.reports_bucket]
 
     def client_env(self) -> dict[str, str]:
         """Environment that points MLflow, Prefect, boto3 and DVC clients at these services."""

@@ -62,11 +62,13 @@ def train_stage(profile: Profile = "demo") -> None:
     import mlflow
 
     from tasks.evaluate import evaluate
+    from tasks.reference import build_reference
     from tasks.train import train
 
     paths, params = _paths(), load_params(profile)
     run = train.fn(str(paths["processed"]), params, "dvc-pipeline", "dvc repro")
     results = evaluate.fn(run["run_id"], run["model_uri"], str(paths["processed"]), params)
+    build_reference.fn(run["run_id"], run["model_uri"], str(paths["processed"]), params)
     paths["model"].mkdir(parents=True, exist_ok=True)
     mlflow.artifacts.download_artifacts(run["model_uri"], dst_path=str(paths["model"]))
     _write_json(paths["reports"] / "train.json", run)

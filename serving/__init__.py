@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from pneumo.config import apply_client_env, load_params, state_dir
+from pneumo.config import Settings, apply_client_env, load_params, state_dir
 
 
 def settings_from_env() -> dict[str, Any]:
@@ -23,7 +23,7 @@ def settings_from_env() -> dict[str, Any]:
         "MAX_PIXELS": int(env("PNEUMO_MAX_PIXELS", str(50_000_000))),
         "API_TOKEN": env("PNEUMO_API_TOKEN") or None,
         "ADMIN_TOKEN": env("PNEUMO_ADMIN_TOKEN") or None,
-        "RECORDS_URL": env("PNEUMO_RECORDS_URL", f"sqlite:///{state_dir() / 'predictions.db'}"),
+        "RECORDS_URL": Settings.from_env().records_url,
         "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
     }
 
@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from serving.model import ModelHolder
     from serving.ops import bp as ops_bp
     from serving.records import Recorder
+    from serving.reports import bp as reports_bp
 
     app = Flask(__name__)
     app.config.from_mapping(settings_from_env())
@@ -63,6 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(reports_bp)
 
     @app.before_request
     def _start_clock() -> None:

@@ -63,7 +63,7 @@ def predict():
     except CorruptImage as error:
         abort(422, str(error))
     prepared = prepare(original, model.image_size, model.square)
-    probability = model.predict(prepared)
+    probability, embedding = model.predict(prepared)
     label = "PNEUMONIA" if probability >= model.threshold else "NORMAL"
     body = {
         "label": label,
@@ -90,6 +90,7 @@ def predict():
             latency_ms=body["latency_ms"],
             original=original,
             prepared=prepared,
+            embedding=embedding,
             raw=data if recorder.image_uri_prefix else None,
         )
     )

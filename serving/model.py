@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import tensorflow as tf
 
+from monitoring.features import PCA_ARTIFACT, Projection, embedding_columns, with_embedding
 from serving.gradcam import GradCam
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,25 @@ class LoadedModel:
     loaded_at: str
     predict_fn: Any = field(repr=False)
     gradcam: GradCam | None = field(repr=False)
+    projection: Projection | None = field(repr=False)
 
-    def predict(self, prepared: np.ndarray) -> float:
-        """Probability of pneumonia for one prepared ``(size, size)`` uint8 image."""
+    def predict(self, prepared: np.ndarray) -> tuple[float, dict[str, float] | None]:
+        """Probability of pneumonia for one prepared ``(size, size)`` uint8 image, and its embedding."""
         batch = tf.constant(prepared[np.newaxis, :, :, np.newaxis], tf.float32)
-        return float(self.predict_fn(batch).numpy().reshape(-1)[0])
+        probability, activations = self.predict_fn(batch)
+        embedding = None
+        if self.projection is not None:
+            embedding = embedding_columns(self.projection.project(activations.numpy())[0])
+        return float(probability.numpy().reshape(-1)[0]), embedding
 
 
 def load_version(name: str, alias: str, version: Any) -> LoadedModel:
     """Download a model version and compile its inference (and Grad-CAM) functions."""
     keras_model = mlflow.tensorflow.load_model(f"models:/{name}/{version.version}")
     size = int(version.tags["image_size"])
+    both = with_embedding(keras_model)
     predict_fn = tf.function(
-        lambda x: keras_model(x, training=False),
+        lambda x: both(x, training=False),
         input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)],
     )
     loaded = LoadedModel(
@@ -57,9 +64,19 @@ def load_version(name: str, alias: str, version: Any) -> LoadedModel:
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         predict_fn=predict_fn,
         gradcam=GradCam.for_model(keras_model),
+        projection=_projection(version.run_id),
     )
     loaded.predict(np.zeros((size, size), np.uint8))  # trace before the first request does
     return loaded
+
+
+def _projection(run_id: str) -> Projection | None:
+    """The embedding PCA logged with the version's run (None for versions trained without one)."""
+    try:
+        return Projection.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{PCA_ARTIFACT}"))
+    except Exception as error:
+        log.warning("no embedding projection for run %s (%s): embeddings are not recorded", run_id, error)
+        return None
 
 
 class ModelHolder:

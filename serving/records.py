@@ -32,6 +32,7 @@ from sqlalchemy import (
     select,
 )
 
+from monitoring.features import EMBEDDING_COLUMNS
 from pneumo.images import image_stats
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ predictions = Table(
         Column(name, Float)
         for name in ("mean", "std", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "entropy")
     ),
+    *(Column(name, Float) for name in EMBEDDING_COLUMNS),
     Column("image_uri", String(500)),
 )
 
@@ -74,6 +76,7 @@ class Observation:
     latency_ms: float
     original: Image.Image
     prepared: np.ndarray
+    embedding: dict[str, float] | None = None
     raw: bytes | None = None
 
 
@@ -149,6 +152,7 @@ class Recorder:
             "label": item.label,
             "latency_ms": item.latency_ms,
             **image_stats(item.original, item.prepared),
+            **(item.embedding or {}),
         }
         if self.image_uri_prefix and item.raw is not None:
             row["image_uri"] = self._store_image(item)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from pneumo.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 CARD_PACKAGES = {
     "tensorflow-cpu", "prefect", "mlflow", "dvc[s3]", "boto3", "pandas", "pillow", "scikit-learn",
@@ -58,7 +60,7 @@ def test_compose_matches_the_local_stack():
     s3_command = " ".join(services["s3"]["command"])
     for flag in ("-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.config="):
         assert flag in s3_command
-    for bucket in ("pneumo-raw", "pneumo-mlflow", "pneumo-dvc"):
+    for bucket in Settings.from_env().buckets:
         assert bucket in s3_command
     assert "--artifacts-destination=s3://pneumo-mlflow/artifacts" in services["mlflow"]["command"]
 

@@ -1,0 +1,96 @@
+"""The ``monitoring`` flow: drift of production inputs against the training reference."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from pneumo.config import Settings, load_params
+from tasks.monitoring import (
+    decide_and_trigger,
+    load_production,
+    load_reference,
+    parse_window,
+    run_report,
+    save_report,
+    scratch_dir,
+)
+
+
+@flow(name="monitoring", log_prints=True)
+def monitoring(
+    since: str | None = None,
+    until: str | None = None,
+    trigger_retraining: bool = True,
+    model_name: str | None = None,
+    records_url: str | None = None,
+) -> dict[str, Any]:
+    """Report drift for a window of production records and decide on retraining.
+
+    Args:
+        since: ISO 8601 start of the window (default: ``monitoring.window_days`` before ``until``).
+        until: ISO 8601 end of the window (default: now).
+        trigger_retraining: start the training deployment when drift passes the threshold.
+        model_name: registered model whose champion gives the reference (default: as served).
+        records_url: the prediction records store (default: ``PNEUMO_RECORDS_URL``).
+
+    Returns:
+        The summary: window, record count, drift shares, decision and the report URIs.
+    """
+    params = load_params()
+    config = params["monitoring"]
+    name = model_name or os.environ.get("PNEUMO_MODEL_NAME") or params["registry"]["model_name"]
+    start, end = parse_window(since, until, config["window_days"])
+    workdir = scratch_dir()
+    try:
+        url = records_url or Settings.from_env().records_url
+        current_csv, count = load_production(url, start, end, workdir)
+        summary: dict[str, Any] = {"model_name": name, "window": [start.isoformat(), end.isoformat()],
+                                   "records": count}  # fmt: skip
+        html = None
+        if count < config["min_samples"]:
+            reason = f"{count} records < minimum sample size {config['min_samples']}"
+            summary.update(decision="insufficient data", reason=reason)
+        else:
+            reference_csv, version = load_reference(name, "champion", workdir)
+            html, drift = run_report(reference_csv, current_csv, workdir)
+            summary.update(reference_version=version, **drift)
+            summary.update(decide_and_trigger(summary, config, trigger_retraining))
+        summary["report_uris"] = save_report(html, summary, datetime.now(UTC))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    create_markdown_artifact(
+        key="drift-report", markdown=markdown(summary), description="Weekly drift summary"
+    )
+    print(f"monitoring: {summary['decision']}: {summary['reason']}")
+    return {k: v for k, v in summary.items() if k != "columns"}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The short summary a reviewer reads in the Prefect UI."""
+    lines = [
+        f"# Drift report: {summary['decision']}",
+        "",
+        f"- window: {summary['window'][0]} to {summary['window'][1]}",
+        f"- production records: {summary['records']}",
+        f"- reason: {summary['reason']}",
+    ]
+    if "drift_share" in summary:
+
+        def share(key: str) -> str:
+            return "n/a" if summary[key] is None else f"{summary[key]:.2f}"
+
+        lines += [
+            f"- reference: {summary['model_name']} v{summary['reference_version']} training images",
+            f"- drift share: **{summary['drift_share']:.2f}** (image statistics "
+            f"{share('image_drift_share')}, embedding {share('embedding_drift_share')}, "
+            f"prediction {'drifted' if summary['prediction_drift'] else 'stable'})",
+            f"- drifted features: {', '.join(summary['drifted_columns']) or 'none'}",
+        ]
+    lines += [f"- {kind} report: `{uri}`" for kind, uri in summary.get("report_uris", {}).items()]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Drift monitoring: features of production inputs against the training reference (Evidently)."""

@@ -1,0 +1,56 @@
+"""Reference: the monitoring features of the training images, stored with the model version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from monitoring.features import (
+    PCA_ARTIFACT,
+    REFERENCE_ARTIFACT,
+    Projection,
+    embedding_columns,
+    with_embedding,
+)
+from pneumo.images import decode, image_stats, model_input, prepare
+
+
+@task(name="build-reference", retries=2, retry_delay_seconds=5)
+def build_reference(run_id: str, model_uri: str, processed: str, params: dict[str, Any]) -> str:
+    """Compute image statistics, probability and embedding of the (unaugmented) training images.
+
+    Fits the embedding's PCA on them and logs both the table and the PCA to the run.
+
+    Returns:
+        The reference table's ``runs:/`` URI.
+    """
+    size, square = params["data"]["image_size"], params["data"]["square"]
+    table = pd.read_csv(Path(processed) / "split.csv")
+    train = table[table["split"] == "train"]
+    train = train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)
+    rows, prepared = [], []
+    for path in train["path"]:
+        original = decode(Path(path).read_bytes())
+        prepared.append(prepare(original, size, square))
+        rows.append(image_stats(original, prepared[-1]))
+    probabilities, activations = with_embedding(mlflow.tensorflow.load_model(model_uri)).predict(
+        model_input(np.stack(prepared)), batch_size=32, verbose=0
+    )
+    projection = Projection.fit(activations.astype(np.float64))
+    embeddings = projection.project(activations)
+    reference = pd.DataFrame(
+        [
+            {**stats, "probability": float(p), **embedding_columns(e)}
+            for stats, p, e in zip(rows, probabilities.reshape(-1), embeddings, strict=True)
+        ]
+    )
+    client = mlflow.MlflowClient()
+    client.log_dict(run_id, projection.to_dict(), PCA_ARTIFACT)
+    client.log_text(run_id, reference.to_csv(index=False), REFERENCE_ARTIFACT)
+    print(f"reference: {len(reference)} training images with features logged to the run")
+    return f"runs:/{run_id}/{REFERENCE_ARTIFACT}"
