@@ -77,11 +77,15 @@ def _read_json(stack: Settings, uri: str) -> dict:
     return json.loads(s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def test_training_distribution_gives_no_drift(monitored, fresh_images, tmp_path: Path, stack: Settings):
+def test_training_distribution_gives_no_drift(
+    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings
+):
+    """Images of the training data set (same label mix): no drift, no retraining."""
     url = f"sqlite:///{tmp_path / 'records.db'}"
-    send(fresh_images, url)
+    images = [Image.open(p).copy() for p in sorted((synthetic_dir / "images").glob("*.png"))]
+    send(images, url)
     summary = run(url)
-    assert summary["records"] == len(fresh_images)
+    assert summary["records"] == len(images)
     assert summary["decision"] == "no drift", summary
     assert summary["drift_share"] <= 0.3
     assert summary["reference_version"] == monitored["version"]
