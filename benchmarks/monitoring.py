@@ -1,0 +1,95 @@
+"""Monitoring cost: the monitoring flow's work for 1k, 10k and 100k production records.
+
+Times each step the flow runs on a window (read the records from SQL, the Evidently report, the
+HTML file) on synthetic records, against a reference of 2,000 training rows, and prints seconds
+and the growth per 10x records. Targets: no worse than linear growth; 100k records under a minute.
+
+    python benchmarks/monitoring.py [--sizes 1000,10000,100000]
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import typer
+
+# This script is named like the `monitoring` package: keep its own folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS  # noqa: E402
+from serving.records import make_engine, predictions  # noqa: E402
+from tasks.monitoring import load_production, run_report  # noqa: E402
+
+app = typer.Typer(add_completion=False)
+
+
+def fake_features(n: int, rng: np.random.Generator, shift: float = 0.0) -> pd.DataFrame:
+    """Feature rows shaped like real ones (sizes, intensity statistics, probability, embedding)."""
+    mean = rng.normal(110 + shift, 15, n)
+    table = {
+        "width": rng.choice([1024, 2048, 2500], n), "height": rng.choice([1024, 2048, 2048], n),
+        "bit_depth": rng.choice([8, 16], n, p=[0.8, 0.2]), "mean": mean, "std": rng.normal(50, 8, n),
+        "entropy": rng.normal(7.2, 0.3, n), "probability": rng.beta(2, 5, n),
+    }  # fmt: skip
+    table["aspect"] = table["width"] / table["height"]
+    for offset, name in zip(
+        (-90, -70, -40, 0, 30, 70, 90), ("p1", "p5", "p25", "p50", "p75", "p95", "p99"), strict=True
+    ):
+        table[name] = np.clip(mean + offset + rng.normal(0, 5, n), 0, 255)
+    for name in EMBEDDING_COLUMNS:
+        table[name] = rng.normal(0, 1, n)
+    return pd.DataFrame(table)[list(FEATURE_COLUMNS)]
+
+
+def write_records(url: str, n: int, rng: np.random.Generator) -> None:
+    """``n`` prediction rows over the last 7 days."""
+    features = fake_features(n, rng, shift=3.0)
+    start = datetime.now(UTC) - timedelta(days=7)
+    features["request_id"] = [f"bench-{i:08d}" for i in range(n)]
+    features["created_at"] = [start + timedelta(seconds=int(s)) for s in rng.integers(0, 7 * 86400, n)]
+    features["model_name"], features["model_version"], features["label"] = "bench", "1", "NORMAL"
+    features["threshold"], features["latency_ms"], features["mode"] = 0.5, 50.0, "L"
+    with make_engine(url).begin() as connection:
+        connection.execute(predictions.insert(), features.to_dict("records"))
+
+
+@app.command()
+def main(
+    sizes: Annotated[str, typer.Option(help="Comma-separated record counts.")] = "1000,10000,100000",
+) -> None:
+    """Print seconds per step and in all for each size."""
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        reference = Path(scratch) / "reference.csv"
+        fake_features(2000, rng).to_csv(reference, index=False)
+        for n in (int(s) for s in sizes.split(",")):
+            url = f"sqlite:///{scratch}/records-{n}.db"
+            write_records(url, n, rng)
+            now = datetime.now(UTC)
+            started = time.perf_counter()
+            current, _count = load_production.fn(url, now - timedelta(days=8), now, scratch)
+            loaded = time.perf_counter()
+            html, summary = run_report.fn(str(reference), current, scratch)
+            done = time.perf_counter()
+            rows.append((n, loaded - started, done - loaded, done - started, Path(html).stat().st_size,
+                         summary["drift_share"]))  # fmt: skip
+    print(f"\n{'records':>8} {'read s':>8} {'report s':>9} {'total s':>8} {'html MB':>8} {'drift':>6}")
+    for n, read, report, total, size, share in rows:
+        print(f"{n:>8} {read:>8.2f} {report:>9.2f} {total:>8.2f} {size / 1e6:>8.1f} {share:>6.2f}")
+    for (n1, *_, t1, _, _), (n2, *_, t2, _, _) in itertools.pairwise(rows):
+        print(f"{n1} -> {n2} records: time x{t2 / t1:.1f} for x{n2 / n1:.0f} records")
+    fast = any(n >= 100_000 and total < 60 for n, _, _, total, _, _ in rows)
+    print(f"100k records under a minute: {'yes' if fast else 'no (or not measured)'}")
+
+
+if __name__ == "__main__":
+    app()
