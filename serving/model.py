@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from monitoring.features import PCA_ARTIFACT, Projection, embedding_columns, with_embedding
+from pneumo.models import load_keras, release_free_memory
 from serving.gradcam import GradCam
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class LoadedModel:
 
 def load_version(name: str, alias: str, version: Any) -> LoadedModel:
     """Download a model version and compile its inference (and Grad-CAM) functions."""
-    keras_model = mlflow.tensorflow.load_model(f"models:/{name}/{version.version}")
+    keras_model = load_keras(f"models:/{name}/{version.version}")
     size = int(version.tags["image_size"])
     both = with_embedding(keras_model)
     predict_fn = tf.function(
@@ -67,6 +68,7 @@ def load_version(name: str, alias: str, version: Any) -> LoadedModel:
         projection=_projection(version.run_id),
     )
     loaded.predict(np.zeros((size, size), np.uint8))  # trace before the first request does
+    release_free_memory()
     return loaded
 
 

@@ -18,6 +18,7 @@ from prefect import task
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from pneumo.images import load_prepared, model_input
+from pneumo.models import load_keras
 from tasks.preprocess import load_split
 
 
@@ -115,7 +116,7 @@ def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]
     Returns:
         ``threshold`` and the ``test_*`` metrics.
     """
-    model = mlflow.tensorflow.load_model(model_uri)
+    model = load_keras(model_uri)
     x_val, y_val = load_split(processed, "val")
     x_test, y_test = load_split(processed, "test")
     threshold = choose_threshold(y_val, predict(model, x_val), params["gate"]["target_sensitivity"])

@@ -18,6 +18,7 @@ from monitoring.features import (
     with_embedding,
 )
 from pneumo.images import decode, image_stats, model_input, prepare
+from pneumo.models import load_keras
 
 
 @task(name="build-reference", retries=2, retry_delay_seconds=5)
@@ -38,7 +39,7 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
         original = decode(Path(path).read_bytes())
         prepared.append(prepare(original, size, square))
         rows.append(image_stats(original, prepared[-1]))
-    probabilities, activations = with_embedding(mlflow.tensorflow.load_model(model_uri)).predict(
+    probabilities, activations = with_embedding(load_keras(model_uri)).predict(
         model_input(np.stack(prepared)), batch_size=32, verbose=0
     )
     projection = Projection.fit(activations.astype(np.float64))

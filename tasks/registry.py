@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 
 from pneumo.images import model_input
+from pneumo.models import load_keras
 from tasks.evaluate import binary_metrics, test_images_at
 from tasks.preprocess import load_split
 
@@ -89,7 +90,7 @@ def evaluate_champion(processed: str, params: dict[str, Any]) -> dict[str, Any] 
         x, y = load_split(processed, "test")
     else:
         x, y = test_images_at(processed, size, square)
-    model = mlflow.tensorflow.load_model(f"models:/{name}@{CHAMPION}")
+    model = load_keras(f"models:/{name}@{CHAMPION}")
     probabilities = model.predict(model_input(x), batch_size=32, verbose=0).reshape(-1)
     metrics = binary_metrics(y, probabilities, float(tags["threshold"]))
     print(f"gate: champion v{champion.version} on this test split: auc={metrics['auc']:.3f}")
