@@ -22,6 +22,7 @@ FEATURE_COLUMNS = (*IMAGE_COLUMNS, PREDICTION_COLUMN, *EMBEDDING_COLUMNS)
 EMBEDDING_LAYER = "head"  # the dense layer before the output (tasks/train.py)
 PCA_ARTIFACT = "monitoring/pca.json"
 REFERENCE_ARTIFACT = "monitoring/reference.csv"
+ONNX_ARTIFACT = "onnx/model.onnx"  # the serving graph: [probability, penultimate activations]
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def predict():
         "request_id": str(uuid.uuid4()),
     }
     if request.args.get("explain") in ("1", "true", "yes"):
-        body["gradcam_png"] = model.gradcam.overlay_png(prepared) if model.gradcam else None
+        body["gradcam_png"] = model.gradcam.overlay_png(prepared)
     body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
 
     recorder = current_app.extensions["pneumo.recorder"]

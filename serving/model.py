@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import tensorflow as tf
 
-from monitoring.features import PCA_ARTIFACT, Projection, embedding_columns, with_embedding
+from monitoring.features import ONNX_ARTIFACT, PCA_ARTIFACT, Projection, embedding_columns, with_embedding
 from pneumo.models import load_keras, release_free_memory
-from serving.gradcam import GradCam
 
 log = logging.getLogger(__name__)
+Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
+
+
+class LazyGradCam:
+    """Grad-CAM, built on first use: it needs TensorFlow, which the ONNX path never imports otherwise."""
+
+    def __init__(self, model_uri: str, keras_model: Any = None) -> None:
+        self._model_uri, self._keras_model = model_uri, keras_model
+        self._lock = threading.Lock()
+        self._built = False
+        self._cam: Any = None
+
+    def overlay_png(self, prepared: np.ndarray) -> str | None:
+        """The heat map over the image as base64 PNG; None when the model has no feature map."""
+        with self._lock:
+            if not self._built:
+                from serving.gradcam import GradCam
+
+                self._cam = GradCam.for_model(self._keras_model or load_keras(self._model_uri))
+                self._keras_model, self._built = None, True
+        return self._cam.overlay_png(prepared) if self._cam is not None else None
 
 
 @dataclass(frozen=True)
@@ -32,29 +54,68 @@ class LoadedModel:
     image_size: int
     square: str
     loaded_at: str
-    predict_fn: Any = field(repr=False)
-    gradcam: GradCam | None = field(repr=False)
+    runtime: str
+    run: Runtime = field(repr=False)
+    gradcam: LazyGradCam = field(repr=False)
     projection: Projection | None = field(repr=False)
 
     def predict(self, prepared: np.ndarray) -> tuple[float, dict[str, float] | None]:
         """Probability of pneumonia for one prepared ``(size, size)`` uint8 image, and its embedding."""
-        batch = tf.constant(prepared[np.newaxis, :, :, np.newaxis], tf.float32)
-        probability, activations = self.predict_fn(batch)
+        probabilities, activations = self.run(prepared[np.newaxis, :, :, np.newaxis].astype(np.float32))
         embedding = None
         if self.projection is not None:
-            embedding = embedding_columns(self.projection.project(activations.numpy())[0])
-        return float(probability.numpy().reshape(-1)[0]), embedding
+            embedding = embedding_columns(self.projection.project(activations)[0])
+        return float(np.asarray(probabilities).reshape(-1)[0]), embedding
+
+
+def onnx_runtime(run_id: str) -> Runtime | None:
+    """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
+    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=folder)
+        except Exception as error:
+            log.warning("no ONNX graph for run %s (%s): serving with TensorFlow", run_id, error)
+            return None
+        graph = Path(path).read_bytes()
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = int(os.environ.get("PNEUMO_ONNX_THREADS", "0"))  # 0: all cores
+    session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, activations = session.run(None, {input_name: batch})
+        return probabilities, activations
+
+    return run
+
+
+def keras_runtime(keras_model: Any, size: int) -> Runtime:
+    """The Keras model behind one ``tf.function`` (for versions without an ONNX graph)."""
+    import tensorflow as tf
+
+    both = with_embedding(keras_model)
+    function = tf.function(
+        lambda x: both(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)]
+    )
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, activations = function(tf.constant(batch))
+        return probabilities.numpy(), activations.numpy()
+
+    return run
 
 
 def load_version(name: str, alias: str, version: Any) -> LoadedModel:
-    """Download a model version and compile its inference (and Grad-CAM) functions."""
-    keras_model = load_keras(f"models:/{name}/{version.version}")
-    size = int(version.tags["image_size"])
-    both = with_embedding(keras_model)
-    predict_fn = tf.function(
-        lambda x: both(x, training=False),
-        input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)],
-    )
+    """Load a model version: ONNX Runtime when the version has a graph, else TensorFlow."""
+    uri, size = f"models:/{name}/{version.version}", int(version.tags["image_size"])
+    run = onnx_runtime(version.run_id)
+    if run is not None:
+        runtime, gradcam = "onnx", LazyGradCam(uri)
+    else:
+        keras_model = load_keras(uri)
+        runtime, run, gradcam = "tensorflow", keras_runtime(keras_model, size), LazyGradCam(uri, keras_model)
     loaded = LoadedModel(
         name=name,
         version=str(version.version),
@@ -63,11 +124,12 @@ def load_version(name: str, alias: str, version: Any) -> LoadedModel:
         image_size=size,
         square=version.tags.get("square", "crop"),
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        predict_fn=predict_fn,
-        gradcam=GradCam.for_model(keras_model),
+        runtime=runtime,
+        run=run,
+        gradcam=gradcam,
         projection=_projection(version.run_id),
     )
-    loaded.predict(np.zeros((size, size), np.uint8))  # trace before the first request does
+    loaded.predict(np.zeros((size, size), np.uint8))  # warm up before the first request
     release_free_memory()
     return loaded
 

@@ -27,6 +27,7 @@ def ready():
         "alias": holder.alias,
         "model_version": model.version if model else None,
         "threshold": model.threshold if model else None,
+        "runtime": model.runtime if model else None,
         "loaded_at": model.loaded_at if model else None,
         "registry_reachable": holder.registry_reachable,
         "last_registry_check": holder.last_check,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from keras import layers
 from mlflow.models import infer_signature
 from prefect import task
 
+from monitoring.features import ONNX_ARTIFACT, with_embedding
 from pneumo.config import ROOT
 from serving.gradcam import FEATURE_POOL
 from tasks.preprocess import load_split
@@ -24,6 +26,8 @@ from tasks.preprocess import load_split
 BACKBONES = ("densenet121", "mobilenet_v3_small", "small_cnn")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_SCALE = (1 / np.asarray(IMAGENET_STD)).tolist()
+IMAGENET_OFFSET = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).tolist()
 
 
 def _backbone(name: str, size: int, weights: str) -> keras.Model:
@@ -77,7 +81,9 @@ def build_model(size: int, train: dict[str, Any]) -> keras.Model:
     else:
         rgb = layers.Concatenate(name="gray_to_rgb")([x, x, x])
         if train["backbone"] == "densenet121":
-            rgb = layers.Normalization(mean=IMAGENET_MEAN, variance=np.square(IMAGENET_STD))(rgb)
+            # ImageNet statistics as constants of a Rescaling layer (a Normalization layer's would
+            # become inputs of the exported ONNX graph).
+            rgb = layers.Rescaling(IMAGENET_SCALE, offset=IMAGENET_OFFSET, name="imagenet")(rgb)
         else:
             rgb = layers.Rescaling(2.0, offset=-1.0)(rgb)
         feature_map = _backbone(train["backbone"], size, train["weights"])(rgb)
@@ -154,6 +160,16 @@ def git_commit() -> str:
     return result.stdout.strip() or os.environ.get("PNEUMO_GIT_COMMIT", "unknown")
 
 
+def log_onnx(model: keras.Model, example: np.ndarray) -> None:
+    """Log the serving graph (probability and penultimate activations) as ONNX to the active run."""
+    both = with_embedding(model)
+    both(example)  # Keras exports only models that have been called
+    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        both.export(str(path), format="onnx", verbose=False)
+        mlflow.log_artifact(str(path), ONNX_ARTIFACT.rpartition("/")[0])
+
+
 @task(name="train")
 def train(processed: str, params: dict[str, Any], data_version: str, source: str) -> dict[str, str]:
     """Fit the model on the train split, validate on val, log everything to a new MLflow run.
@@ -198,4 +214,5 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
         example = x_val[:1, ..., np.newaxis].astype(np.float32)
         signature = infer_signature(example, model.predict(example, verbose=0))
         info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example)
+        log_onnx(model, example)
     return {"run_id": run.info.run_id, "model_uri": info.model_uri}

@@ -81,7 +81,7 @@ def test_page_health_and_ready(client, served_model: dict):
     body = ready.get_json()
     assert body["ready"] and body["model_name"] == MODEL and body["alias"] == "champion"
     assert body["model_version"] == served_model["version"] and body["loaded_at"]
-    assert body["registry_reachable"] is True
+    assert body["registry_reachable"] is True and body["runtime"] == "onnx"
 
 
 # --- valid predictions -------------------------------------------------------------------------------
@@ -325,3 +325,17 @@ def test_images_go_to_s3_only_when_asked(served_model: dict, tmp_path: Path, xra
     assert row["request_id"] == request_id and row["image_uri"].startswith(uri)
     bucket, key = split_uri(row["image_uri"])
     assert s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
+def test_onnx_graph_answers_like_the_keras_model(app, served_model: dict, xray: Image.Image):
+    """The service runs the exported ONNX graph; it must agree with the registered Keras model."""
+    from pneumo.images import prepare
+    from pneumo.models import load_keras
+    from serving.model import keras_runtime, onnx_runtime
+
+    model = app.extensions["pneumo.model"].current
+    assert model.runtime == "onnx"
+    batch = prepare(xray, model.image_size, model.square)[np.newaxis, :, :, np.newaxis].astype(np.float32)
+    onnx_p, onnx_a = onnx_runtime(served_model["run_id"])(batch)
+    keras_p, keras_a = keras_runtime(load_keras(served_model["model_uri"]), model.image_size)(batch)
+    assert np.allclose(onnx_p, keras_p, atol=1e-5) and np.allclose(onnx_a, keras_a, atol=1e-4)
