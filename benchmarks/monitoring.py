@@ -76,7 +76,7 @@ def main(
             write_records(url, n, rng)
             now = datetime.now(UTC)
             started = time.perf_counter()
-            current, _count = load_production.fn(url, now - timedelta(days=8), now, scratch)
+            current, _count = load_production.fn(url, now - timedelta(days=8), now, scratch, "bench", "1")
             loaded = time.perf_counter()
             html, summary = run_report.fn(str(reference), current, scratch)
             done = time.perf_counter()

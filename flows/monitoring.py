@@ -48,18 +48,20 @@ def monitoring(
     start, end = parse_window(since, until, config["window_days"])
     workdir = scratch_dir()
     try:
+        alias = os.environ.get("PNEUMO_MODEL_ALIAS", "champion")
+        reference_csv, version = load_reference(name, alias, workdir)
         url = records_url or Settings.from_env().records_url
-        current_csv, count = load_production(url, start, end, workdir)
-        summary: dict[str, Any] = {"model_name": name, "window": [start.isoformat(), end.isoformat()],
-                                   "records": count}  # fmt: skip
+        current_csv, count = load_production(url, start, end, workdir, name, version)
+        window = [start.isoformat(), end.isoformat()]
+        summary: dict[str, Any] = {"model_name": name, "reference_version": version, "window": window}
+        summary["records"] = count
         html = None
         if count < config["min_samples"]:
             reason = f"{count} records < minimum sample size {config['min_samples']}"
             summary.update(decision="insufficient data", reason=reason)
         else:
-            reference_csv, version = load_reference(name, "champion", workdir)
             html, drift = run_report(reference_csv, current_csv, workdir)
-            summary.update(reference_version=version, **drift)
+            summary.update(drift)
             summary.update(decide_and_trigger(summary, config, trigger_retraining))
         summary["report_uris"] = save_report(html, summary, datetime.now(UTC))
     finally:

@@ -106,22 +106,23 @@ def decode(data: bytes, formats: tuple[str, ...] | None = None, max_pixels: int 
 BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
 
 
-def image_stats(original: Image.Image, prepared: np.ndarray) -> dict[str, float | int | str]:
+def image_stats(size: tuple[int, int], mode: str, prepared: np.ndarray) -> dict[str, float | int | str]:
     """Statistics of one image, for monitoring: the same code for training data and production.
 
-    Size, mode and bit depth come from the original; intensities from the prepared array (what the
-    model sees), so they are cheap to compute and comparable across resolutions.
+    Size (width, height), mode and bit depth come from the original; intensities from the prepared
+    array (what the model sees), so they are cheap to compute and comparable across resolutions.
     """
+    width, height = size
     pixels = prepared.astype(np.float32)
     histogram = np.bincount(prepared.ravel(), minlength=256) / prepared.size
     nonzero = histogram[histogram > 0]
     p1, p5, p25, p50, p75, p95, p99 = np.percentile(pixels, [1, 5, 25, 50, 75, 95, 99])
     return {
-        "width": original.width,
-        "height": original.height,
-        "aspect": round(original.width / original.height, 4),
-        "mode": original.mode,
-        "bit_depth": BIT_DEPTH.get(original.mode, 8),
+        "width": width,
+        "height": height,
+        "aspect": round(width / height, 4),
+        "mode": mode,
+        "bit_depth": BIT_DEPTH.get(mode, 8),
         "mean": float(pixels.mean()),
         "std": float(pixels.std()),
         "p1": float(p1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -81,7 +82,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        return jsonify(error=error.description, status=error.code), error.code
+        response = error.get_response()  # keeps Allow, WWW-Authenticate, ... headers
+        response.set_data(json.dumps({"error": error.description, "status": error.code}))
+        response.content_type = "application/json"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -74,11 +74,15 @@ def predict():
         "request_id": str(uuid.uuid4()),
     }
     if request.args.get("explain") in ("1", "true", "yes"):
-        body["gradcam_png"] = model.gradcam.overlay_png(prepared)
+        try:
+            body["gradcam_png"] = model.gradcam.overlay_png(prepared)
+        except Exception as error:  # e.g. the registry is down when the Keras model is first needed
+            current_app.logger.warning("Grad-CAM unavailable: %s", error)
+            body["gradcam_png"], body["gradcam_error"] = None, "explanation unavailable right now"
     body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
 
     recorder = current_app.extensions["pneumo.recorder"]
-    recorded = recorder.submit(
+    recorder.submit(
         Observation(
             request_id=body["request_id"],
             created_at=now(),
@@ -88,13 +92,12 @@ def predict():
             threshold=model.threshold,
             label=label,
             latency_ms=body["latency_ms"],
-            original=original,
+            size=original.size,
+            mode=original.mode,
             prepared=prepared,
             embedding=embedding,
             raw=data if recorder.image_uri_prefix else None,
         )
     )
-    if not recorded:
-        metrics.RECORDS_DROPPED.inc()
     metrics.PREDICTIONS.labels(label=label).inc()
     return jsonify(body)

@@ -20,6 +20,7 @@ from monitoring.features import ONNX_ARTIFACT, PCA_ARTIFACT, Projection, embeddi
 from pneumo.models import load_keras, release_free_memory
 
 log = logging.getLogger(__name__)
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
 
 
@@ -70,12 +71,13 @@ class LoadedModel:
 
 def onnx_runtime(run_id: str) -> Runtime | None:
     """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
-    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as folder:
-        try:
-            path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=folder)
-        except Exception as error:
-            log.warning("no ONNX graph for run %s (%s): serving with TensorFlow", run_id, error)
-            return None
+    folder, _, _ = ONNX_ARTIFACT.rpartition("/")
+    if ONNX_ARTIFACT not in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, folder)}:
+        log.warning("run %s has no ONNX graph: serving with TensorFlow", run_id)
+        return None
+    # A failing download raises: the holder keeps the model in hand and tries again later.
+    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as scratch:
+        path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=scratch)
         graph = Path(path).read_bytes()
     import onnxruntime
 
@@ -166,7 +168,7 @@ class ModelHolder:
         try:
             version = mlflow.MlflowClient().get_model_version_by_alias(self.name, self.alias)
         except Exception as error:  # unreachable registry, missing alias: keep what we have
-            self.registry_reachable = False
+            self.registry_reachable = getattr(error, "error_code", None) in NOT_FOUND_CODES  # it answered
             self.last_error = f"{type(error).__name__}: {error}"[:500]
             log.warning("registry check failed, keeping model %s: %s", self._in_hand(), self.last_error)
             return False
@@ -184,8 +186,8 @@ class ModelHolder:
                 )
                 return False
             previous, self.current = self.current, loaded  # one reference assignment: atomic
-        if self.on_swap is not None:
-            self.on_swap(loaded)
+            if self.on_swap is not None:
+                self.on_swap(loaded)
         log.info(
             "serving %s v%s (was %s), loaded in %.1fs",
             self.name,

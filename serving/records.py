@@ -7,6 +7,7 @@ counts it: recording never slows down or breaks a prediction.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import queue
@@ -17,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sqlalchemy import (
     Column,
     DateTime,
@@ -34,6 +34,7 @@ from sqlalchemy import (
 
 from monitoring.features import EMBEDDING_COLUMNS
 from pneumo.images import image_stats
+from serving.metrics import RECORDS_DROPPED
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -74,7 +75,8 @@ class Observation:
     threshold: float
     label: str
     latency_ms: float
-    original: Image.Image
+    size: tuple[int, int]  # of the original image (only what the statistics need: never the pixels)
+    mode: str
     prepared: np.ndarray
     embedding: dict[str, float] | None = None
     raw: bytes | None = None
@@ -106,9 +108,11 @@ class Recorder:
         self.image_uri_prefix = image_uri_prefix
         self.queue: queue.Queue[Observation] = queue.Queue(maxsize=capacity)
         self.dropped = 0
+        self._lock = threading.Lock()
         self.written = 0
         self._thread = threading.Thread(target=self._drain, name="prediction-recorder", daemon=True)
         self._thread.start()
+        atexit.register(self.flush)  # a worker that exits normally writes what it has queued
 
     def submit(self, observation: Observation) -> bool:
         """Queue an observation without waiting; False (and counted) when the queue is full."""
@@ -116,7 +120,7 @@ class Recorder:
             self.queue.put_nowait(observation)
             return True
         except queue.Full:
-            self.dropped += 1
+            self._drop()
             return False
 
     def flush(self, timeout_s: float = 10.0) -> None:
@@ -136,10 +140,15 @@ class Recorder:
                     connection.execute(predictions.insert().values(**row))
                 self.written += 1
             except Exception:
-                self.dropped += 1
+                self._drop()
                 log.exception("could not record prediction %s", item.request_id)
             finally:
                 self.queue.task_done()
+
+    def _drop(self) -> None:
+        with self._lock:
+            self.dropped += 1
+        RECORDS_DROPPED.inc()
 
     def _row(self, item: Observation) -> dict[str, Any]:
         row = {
@@ -151,7 +160,7 @@ class Recorder:
             "threshold": item.threshold,
             "label": item.label,
             "latency_ms": item.latency_ms,
-            **image_stats(item.original, item.prepared),
+            **image_stats(item.size, item.mode, item.prepared),
             **(item.embedding or {}),
         }
         if self.image_uri_prefix and item.raw is not None:
@@ -167,15 +176,29 @@ class Recorder:
         return f"s3://{bucket}/{key}"
 
 
-def read_records(url: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
-    """Recorded predictions in ``[since, until)``, oldest first."""
+def read_records(
+    url: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> list[dict]:
+    """Recorded predictions in ``[since, until)``, oldest first, optionally of one model version."""
     query = select(predictions).order_by(predictions.c.created_at)
+    if model_name is not None:
+        query = query.where(predictions.c.model_name == model_name)
+    if model_version is not None:
+        query = query.where(predictions.c.model_version == model_version)
     if since is not None:
         query = query.where(predictions.c.created_at >= since)
     if until is not None:
         query = query.where(predictions.c.created_at < until)
-    with make_engine(url).connect() as connection:
-        rows = [dict(row._mapping) for row in connection.execute(query)]
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+    finally:
+        engine.dispose()
     for row in rows:  # SQLite drops the zone; everything is stored in UTC
         if row["created_at"].tzinfo is None:
             row["created_at"] = row["created_at"].replace(tzinfo=UTC)

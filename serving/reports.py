@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, abort, render_template, request
 
 from pneumo.config import Settings
 from pneumo.storage import s3_client
 
 bp = Blueprint("reports", __name__)
+REPORT_KEY = re.compile(r"\d{4}/\d{2}/\d{2}/monitoring-\d{6}\.(html|json)")  # as save_report names them
 KINDS = {".html": "text/html; charset=utf-8", ".json": "application/json"}
 
 
@@ -38,13 +41,15 @@ def index():
 @bp.get("/reports/<path:key>")
 def show(key: str):
     """One report (HTML) or summary (JSON), streamed from S3."""
-    suffix = "." + key.rpartition(".")[2]
-    if suffix not in KINDS:
-        abort(404, "only .html reports and .json summaries are served")
+    if not REPORT_KEY.fullmatch(key):
+        abort(404, "not a report name: reports are YYYY/MM/DD/monitoring-HHMMSS.html (or .json)")
     settings = Settings.from_env()
     client = s3_client(settings)
     try:
         body = client.get_object(Bucket=settings.reports_bucket, Key=key)["Body"].read()
     except client.exceptions.NoSuchKey:
         abort(404, f"no report {key}")
+    except Exception as error:  # S3 down: say so
+        abort(503, f"the reports bucket cannot be read: {error}")
+    suffix = "." + key.rpartition(".")[2]
     return Response(body, content_type=KINDS[suffix])

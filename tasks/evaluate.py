@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -123,8 +122,7 @@ def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]
     p_test = predict(model, x_test)
     metrics = binary_metrics(y_test, p_test, threshold)
     results = {"threshold": threshold, **{f"test_{k}": v for k, v in metrics.items()}}
-    client = mlflow.MlflowClient()
-    history = client.download_artifacts(run_id, "history.json")
+    history = mlflow.artifacts.load_dict(f"runs:/{run_id}/history.json")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(results)
         mlflow.log_dict(
@@ -137,7 +135,7 @@ def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]
         mlflow.log_table(
             pd.DataFrame({"label": y_test, "probability": p_test}), "evaluation/test_predictions.json"
         )
-        for name, figure in _plots(json.loads(Path(history).read_text()), y_test, p_test, metrics).items():
+        for name, figure in _plots(history, y_test, p_test, metrics).items():
             mlflow.log_figure(figure, name)
             plt.close(figure)
     print("evaluate: " + ", ".join(f"{k}={v:.3f}" for k, v in results.items()))

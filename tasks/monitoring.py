@@ -36,7 +36,7 @@ def parse_window(since: str | None, until: str | None, days: float) -> tuple[dat
 
     def parse(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
     end = parse(until) if until else datetime.now(UTC)
     start = parse(since) if since else end - timedelta(days=days)
@@ -46,12 +46,21 @@ def parse_window(since: str | None, until: str | None, days: float) -> tuple[dat
 
 
 @task(name="load-production-records", retries=2, retry_delay_seconds=5)
-def load_production(records_url: str, start: datetime, end: datetime, workdir: str) -> tuple[str, int]:
-    """Write the window's recorded predictions to a CSV; returns its path and the row count."""
-    rows = read_records(records_url, start, end)
+def load_production(
+    records_url: str, start: datetime, end: datetime, workdir: str, model_name: str, model_version: str
+) -> tuple[str, int]:
+    """Write the window's predictions by one model version to a CSV; returns its path and row count.
+
+    Only that version's rows are comparable with its reference: another version's probabilities and
+    embeddings (its own PCA) live on other scales.
+    """
+    rows = read_records(records_url, start, end, model_name, model_version)
     path = Path(workdir) / "current.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    print(f"monitoring: {len(rows)} production records from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}")
+    print(
+        f"monitoring: {len(rows)} records of {model_name} v{model_version} "
+        f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+    )
     return str(path), len(rows)
 
 

@@ -38,7 +38,7 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
     for path in train["path"]:
         original = decode(Path(path).read_bytes())
         prepared.append(prepare(original, size, square))
-        rows.append(image_stats(original, prepared[-1]))
+        rows.append(image_stats(original.size, original.mode, prepared[-1]))
     probabilities, activations = with_embedding(load_keras(model_uri)).predict(
         model_input(np.stack(prepared)), batch_size=32, verbose=0
     )

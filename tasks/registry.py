@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from prefect import task
 
-from pneumo.images import model_input
 from pneumo.models import load_keras
-from tasks.evaluate import binary_metrics, test_images_at
+from tasks.evaluate import binary_metrics, predict, test_images_at
 from tasks.preprocess import load_split
 
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -90,8 +88,7 @@ def evaluate_champion(processed: str, params: dict[str, Any]) -> dict[str, Any] 
         x, y = load_split(processed, "test")
     else:
         x, y = test_images_at(processed, size, square)
-    model = load_keras(f"models:/{name}@{CHAMPION}")
-    probabilities = model.predict(model_input(x), batch_size=32, verbose=0).reshape(-1)
+    probabilities = predict(load_keras(f"models:/{name}/{champion.version}"), x)
     metrics = binary_metrics(y, probabilities, float(tags["threshold"]))
     print(f"gate: champion v{champion.version} on this test split: auc={metrics['auc']:.3f}")
     return {"version": champion.version, **{f"test_{k}": v for k, v in metrics.items()}}
@@ -124,8 +121,8 @@ def _audit(name: str, version: str, event: str, reason: str, **details: Any) -> 
     client = mlflow.MlflowClient()
     run_id = client.get_model_version(name, version).run_id
     try:
-        log = Path(client.download_artifacts(run_id, AUDIT_ARTIFACT)).read_text()
-    except (MlflowException, OSError):
+        log = mlflow.artifacts.load_text(f"runs:/{run_id}/{AUDIT_ARTIFACT}")
+    except (MlflowException, OSError):  # no log yet
         log = ""
     client.log_text(run_id, log + json.dumps(record) + "\n", AUDIT_ARTIFACT)
     client.set_model_version_tag(name, version, f"{event}_at", at)
