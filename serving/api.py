@@ -13,7 +13,7 @@ from serving.auth import require_token
 from serving.records import Observation, now
 
 bp = Blueprint("api", __name__)
-ACCEPTED_FORMATS = ("JPEG", "PNG")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "MPO")  # MPO: the JPEG variant many cameras write
 IMAGE_TYPES = ("image/jpeg", "image/png")
 
 

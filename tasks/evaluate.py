@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -18,7 +17,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from pneumo.images import load_prepared, model_input
 from pneumo.models import load_keras
-from tasks.preprocess import load_split
+from tasks.preprocess import load_split, split_rows
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, target_sensitivity: float) -> float:
@@ -63,8 +62,7 @@ def predict(model: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
 
 def test_images_at(processed: str, size: int, square: str) -> tuple[np.ndarray, np.ndarray]:
     """The test split prepared at another input size (to evaluate a champion of another shape)."""
-    table = pd.read_csv(Path(processed) / "split.csv")
-    test = table[table["split"] == "test"]
+    test = split_rows(processed, "test")
     x = np.stack([load_prepared(path, size, square) for path in test["path"]])
     return x, test["label"].to_numpy(np.int64)
 

@@ -124,6 +124,12 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     return str(out)
 
 
+def split_rows(processed: str, split: str) -> pd.DataFrame:
+    """The rows of ``split.csv`` (path, label, patient_id, ...) that belong to one split."""
+    table = pd.read_csv(Path(processed) / "split.csv")
+    return table[table["split"] == split]
+
+
 def load_split(processed: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``x`` (uint8) and ``y`` arrays of one split of a processed folder."""
     with np.load(Path(processed) / f"{split}.npz") as arrays:

@@ -19,6 +19,7 @@ from monitoring.features import (
 )
 from pneumo.images import decode, image_stats, model_input, prepare
 from pneumo.models import load_keras
+from tasks.preprocess import split_rows
 
 
 @task(name="build-reference", retries=2, retry_delay_seconds=5)
@@ -31,8 +32,7 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
         The reference table's ``runs:/`` URI.
     """
     size, square = params["data"]["image_size"], params["data"]["square"]
-    table = pd.read_csv(Path(processed) / "split.csv")
-    train = table[table["split"] == "train"]
+    train = split_rows(processed, "train")
     train = train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)
     rows, prepared = [], []
     for path in train["path"]:
