@@ -225,7 +225,7 @@ def monitor_cmd(
 
     try:
         summary = monitoring(since=since, until=until, trigger_retraining=retrain)
-    except ValueError as error:
+    except (ValueError, LookupError) as error:
         _fail(str(error))
     typer.echo(json.dumps(summary, default=str))
 
@@ -331,24 +331,13 @@ def _start_service(port: int):
     command, env = gunicorn_command("127.0.0.1", port, workers=1, threads=4)
     server = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
     deadline = time.monotonic() + 300
-    while _ready_status(port) != 200:
+    from pneumo.stack import http_status
+
+    while http_status(f"http://127.0.0.1:{port}/ready", timeout=5) != 200:
         if server.poll() is not None or time.monotonic() > deadline:
             _fail(f"the prediction service did not become ready on port {port}")
         time.sleep(1)
     return server
-
-
-def _ready_status(port: int) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

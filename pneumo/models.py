@@ -24,6 +24,26 @@ def load_keras(model_uri: str) -> Any:
     return model
 
 
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def alias_version(name: str, alias: str) -> Any | None:
+    """The model version holding ``alias``, or None when the alias (or the model) does not exist.
+
+    Raises:
+        Exception: anything else, e.g. the registry cannot be reached.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in NOT_FOUND_CODES:
+            return None
+        raise
+
+
 def release_free_memory() -> None:
     """Give freed heap pages back to the OS (glibc only; a no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):

@@ -79,15 +79,20 @@ def services(settings: Settings) -> list[Service]:
     ]
 
 
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """True when ``url`` answers with a status below 500."""
+def http_status(url: str, timeout: float = 2.0) -> int:
+    """The HTTP status ``url`` answers with, or 0 when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status < 500
+            return response.status
     except urllib.error.HTTPError as error:
-        return error.code < 500
+        return error.code
     except (OSError, ValueError):
-        return False
+        return 0
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers with a status below 500."""
+    return 0 < http_status(url, timeout) < 500
 
 
 def _read_pid(service: Service) -> int | None:

@@ -17,10 +17,9 @@ import mlflow
 import numpy as np
 
 from monitoring.features import ONNX_ARTIFACT, PCA_ARTIFACT, Projection, embedding_columns, with_embedding
-from pneumo.models import load_keras, release_free_memory
+from pneumo.models import alias_version, load_keras, release_free_memory
 
 log = logging.getLogger(__name__)
-NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
 
 
@@ -166,13 +165,17 @@ class ModelHolder:
         """Check the alias; load and swap in its version if it changed. True when swapped."""
         self.last_check = datetime.now(UTC).isoformat(timespec="seconds")
         try:
-            version = mlflow.MlflowClient().get_model_version_by_alias(self.name, self.alias)
-        except Exception as error:  # unreachable registry, missing alias: keep what we have
-            self.registry_reachable = getattr(error, "error_code", None) in NOT_FOUND_CODES  # it answered
+            version = alias_version(self.name, self.alias)
+        except Exception as error:  # unreachable registry: keep what we have
+            self.registry_reachable = False
             self.last_error = f"{type(error).__name__}: {error}"[:500]
             log.warning("registry check failed, keeping model %s: %s", self._in_hand(), self.last_error)
             return False
-        self.registry_reachable, self.last_error = True, None
+        self.registry_reachable = True
+        if version is None:  # the registry answered: there is no such alias (yet)
+            self.last_error = f"{self.name} has no @{self.alias} version"
+            return False
+        self.last_error = None
         with self._load_lock:
             if self.current is not None and self.current.version == str(version.version):
                 return False

@@ -25,6 +25,7 @@ from prefect.deployments import run_deployment
 from monitoring.drift import drift_report
 from monitoring.features import REFERENCE_ARTIFACT
 from pneumo.config import Settings
+from pneumo.models import alias_version
 from pneumo.storage import s3_client
 from serving.records import read_records
 
@@ -67,7 +68,9 @@ def load_production(
 @task(name="load-reference", retries=2, retry_delay_seconds=5)
 def load_reference(model_name: str, alias: str, workdir: str) -> tuple[str, str]:
     """Download the reference table of the version behind ``alias``; returns (path, version)."""
-    version = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
+    version = alias_version(model_name, alias)
+    if version is None:
+        raise LookupError(f"{model_name} has no @{alias} version: nothing to compare production with")
     path = mlflow.artifacts.download_artifacts(
         f"runs:/{version.run_id}/{REFERENCE_ARTIFACT}", dst_path=workdir
     )

@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from prefect import task
 
-from pneumo.models import load_keras
+from pneumo.models import alias_version, load_keras
 from tasks.evaluate import binary_metrics, predict, test_images_at
 from tasks.preprocess import load_split
 
@@ -62,16 +62,6 @@ def decide(
     return GateDecision(
         True, [f"meets the minimums and is not worse than champion v{champion['version']} beyond tolerance"]
     )
-
-
-def alias_version(name: str, alias: str) -> Any | None:
-    """The model version holding ``alias``, or None when the alias (or the model) does not exist."""
-    try:
-        return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
 
 
 @task(name="evaluate-champion", retries=2, retry_delay_seconds=5)

@@ -14,9 +14,10 @@ import requests
 
 from flows.training import ServiceUnavailable, training
 from pneumo.config import Settings, workdir
+from pneumo.models import alias_version
 from pneumo.storage import s3_client
 from tasks.ingest import DVC, SourceError, ingest, version_data
-from tasks.registry import CHAMPION, PREVIOUS, alias_version, promote, rollback
+from tasks.registry import CHAMPION, PREVIOUS, promote, rollback
 
 pytestmark = pytest.mark.integration
 MODEL = "pneumonia-classifier"
