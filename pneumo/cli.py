@@ -79,11 +79,16 @@ def data_synth(
     n: Annotated[int, typer.Option(help="Number of images.", min=10)] = 400,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     size: Annotated[int, typer.Option(help="Image side in pixels.", min=32)] = 256,
+    layout: Annotated[
+        str, typer.Option(help="nih (CSV + images/) or folders (NORMAL/, PNEUMONIA/).")
+    ] = "nih",
 ) -> None:
-    """Write a deterministic synthetic chest X-ray set in the NIH layout."""
-    from pneumo.synth import generate
+    """Write a deterministic synthetic chest X-ray set (NIH layout or class folders)."""
+    from pneumo.synth import LAYOUTS, generate
 
-    rows = generate(out, n=n, seed=seed, size=size)
+    if layout not in LAYOUTS:
+        _fail(f"--layout must be one of {', '.join(LAYOUTS)}")
+    rows = generate(out, n=n, seed=seed, size=size, layout=layout)
     positives = sum("Pneumonia" in str(r["Finding Labels"]) for r in rows)
     typer.echo(f"wrote {len(rows)} images ({positives} with pneumonia) to {out}")
 
@@ -142,6 +147,66 @@ def train_cmd(
         _fail(str(error))
     summary = run_training(data, profile, overrides)
     typer.echo(json.dumps(summary, default=str))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Labelled folder: NIH CSV or NORMAL/ and PNEUMONIA/ folders.", exists=True, file_okay=False
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="MLflow model URI, e.g. models:/NAME/3 (default: the champion).")
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics JSON here.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the report files (default under .pneumo/evaluations/).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Decide at this threshold instead of the model's stored one.")
+    ] = None,
+    log_mlflow: Annotated[
+        bool, typer.Option("--mlflow", help="Log the evaluation as an MLflow run.")
+    ] = False,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.", min=0)] = 1000,
+) -> None:
+    """Measure a model on your own labelled images: metrics with 95% intervals, ROC, per-image CSV."""
+    from datetime import UTC, datetime
+
+    from pneumo.config import load_params
+    from pneumo.datasets import DataError
+    from pneumo.stack import http_ok
+
+    settings = apply_client_env()
+    if not http_ok(f"{settings.mlflow_uri}/health"):
+        _fail(
+            f"MLflow {settings.mlflow_uri} is not reachable: run `pneumo stack up` or set MLFLOW_TRACKING_URI"
+        )
+    from tasks.assess import assess, log_to_mlflow, resolve_model, summary_lines
+
+    params = load_params()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out = out or workdir() / "evaluations" / f"{data.resolve().name}-{stamp}"
+    try:
+        spec = resolve_model(model, params["registry"]["model_name"])
+        if threshold is not None:
+            spec.threshold = threshold
+        report = assess(data, spec, params["data"], out, resamples)
+    except (DataError, LookupError, ValueError) as error:
+        _fail(str(error))
+    for line in summary_lines(report):
+        typer.echo(line)
+    if json_file:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(report, indent=2))
+    if log_mlflow:
+        run_id = log_to_mlflow(report, out, params["registry"]["evaluation_experiment"])
+        typer.echo(f"logged to MLflow run {run_id}")
+    typer.echo(f"report files: {out} (metrics.json, predictions.csv, roc.png, confusion_matrix.png)")
 
 
 @model_app.command("show")
@@ -294,7 +359,7 @@ def run_demo(
     try:
         started = stack.up(settings)
         out = workdir() / "data" / "external" / "synthetic"
-        data_synth(out, n=n, seed=0, size=256)
+        data_synth(out, n=n, seed=0, size=256, layout="nih")
         summary = run_training(push_folder(out, DEMO_SOURCE), profile, {})
         typer.echo(json.dumps(summary, default=str))
         server = _start_service(port)

@@ -105,21 +105,31 @@ def _anatomy(rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def generate(out: Path, n: int = 300, seed: int = 0, size: int = 256, prevalence: float = 0.35):
-    """Write ``n`` images and ``Data_Entry_2017.csv`` below ``out``.
+LAYOUTS = ("nih", "folders")
+
+
+def generate(out: Path, n: int = 300, seed: int = 0, size: int = 256, prevalence: float = 0.35,
+             layout: str = "nih"):  # fmt: skip
+    """Write ``n`` images below ``out``, labelled by ``Data_Entry_2017.csv`` or by class folders.
 
     Args:
-        out: target folder (created); images go to ``out/images``.
+        out: target folder (created).
         n: number of images.
         seed: the same seed gives byte-identical output.
         size: image side in pixels.
         prevalence: share of patients with pneumonia.
+        layout: ``nih``: ``out/images/`` and the CSV; ``folders``: ``out/NORMAL/`` and
+            ``out/PNEUMONIA/`` with Kermany-style names (``person12_000.png``, patient ``person12``)
+            and no other findings.
 
     Returns:
         The rows written to the CSV.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     rng = np.random.default_rng(seed)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    for folder in ("images",) if layout == "nih" else ("NORMAL", "PNEUMONIA"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     patient = 0
     while len(rows) < n:
@@ -128,13 +138,16 @@ def generate(out: Path, n: int = 300, seed: int = 0, size: int = 256, prevalence
         age, gender = int(rng.integers(18, 90)), str(rng.choice(["M", "F"]))
         sick = bool(rng.random() < prevalence)
         for follow_up in range(min(int(rng.integers(1, 4)), n - len(rows))):
-            other = rng.random() < 0.08
+            other = rng.random() < 0.08 and layout == "nih"
             labels = [str(rng.choice(OTHER_FINDINGS))] if other else []
             if sick:
                 labels.append("Pneumonia")
-            name = f"{patient:08d}_{follow_up:03d}.png"
+            if layout == "nih":
+                name, folder = f"{patient:08d}_{follow_up:03d}.png", "images"
+            else:
+                name, folder = f"person{patient}_{follow_up:03d}.png", "PNEUMONIA" if sick else "NORMAL"
             pixels = render_xray(np.random.default_rng([seed, patient, follow_up]), anatomy, sick, size)
-            Image.fromarray(pixels, mode="L").save(out / "images" / name, optimize=False)
+            Image.fromarray(pixels, mode="L").save(out / folder / name, optimize=False)
             rows.append(
                 {
                     "Image Index": name,
@@ -146,8 +159,9 @@ def generate(out: Path, n: int = 300, seed: int = 0, size: int = 256, prevalence
                     "View Position": str(rng.choice(["PA", "AP"], p=[0.7, 0.3])),
                 }
             )
-    with (out / NIH_CSV).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=NIH_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    if layout == "nih":
+        with (out / NIH_CSV).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=NIH_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
     return rows

@@ -67,29 +67,65 @@ def test_images_at(processed: str, size: int, square: str) -> tuple[np.ndarray, 
     return x, test["label"].to_numpy(np.int64)
 
 
-def _plots(history: dict[str, list[float]], y: np.ndarray, p: np.ndarray, m: dict[str, float]):
-    curves, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, name in zip(axes, ("loss", "auc"), strict=True):
-        for prefix in ("", "val_"):
-            values = history.get(prefix + name, [])
-            axis.plot(range(1, len(values) + 1), values, marker="o", label=(prefix or "train_") + name)
-        axis.set_xlabel("epoch")
-        axis.set_title(name)
-        axis.legend()
-    curves.tight_layout()
+REPORTED = ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy")
 
-    roc, axis = plt.subplots(figsize=(5, 5))
+
+def bootstrap_intervals(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    groups: np.ndarray | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile bootstrap intervals of the :data:`REPORTED` metrics at ``threshold``.
+
+    Args:
+        y: labels (1 = pneumonia).
+        p: probabilities.
+        threshold: the decision threshold.
+        groups: a patient id per image; patients, not images, are resampled (images of one patient
+            are not independent). None resamples images.
+        resamples: bootstrap resamples.
+        seed: random seed, so the intervals repeat.
+    """
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    unique, members = np.unique(groups, return_inverse=True)
+    rows_of = [np.flatnonzero(members == g) for g in range(len(unique))]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in REPORTED}
+    for _ in range(resamples):
+        rows = np.concatenate([rows_of[g] for g in rng.integers(0, len(unique), len(unique))])
+        if len(np.unique(y[rows])) < 2:
+            continue
+        metrics = binary_metrics(y[rows], p[rows], threshold)
+        for name in REPORTED:
+            draws[name].append(metrics[name])
+    return {
+        name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (math.nan, math.nan)
+        for name, v in draws.items()
+    }
+
+
+def roc_figure(y: np.ndarray, p: np.ndarray, metrics: dict[str, float], title: str):
+    """The ROC curve with the operating point of the threshold marked."""
+    figure, axis = plt.subplots(figsize=(5, 5))
     fpr, tpr, _ = roc_curve(y, p)
-    axis.plot(fpr, tpr, label=f"AUC = {m['auc']:.3f}")
+    axis.plot(fpr, tpr, label=f"AUC = {metrics['auc']:.3f}")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    axis.scatter([1 - m["specificity"]], [m["sensitivity"]], color="red", label="threshold", zorder=3)
+    point = (1 - metrics["specificity"], metrics["sensitivity"])
+    axis.scatter(*point, color="red", label="threshold", zorder=3)
     axis.set_xlabel("1 - specificity")
     axis.set_ylabel("sensitivity")
-    axis.set_title("ROC (test split)")
+    axis.set_title(title)
     axis.legend(loc="lower right")
+    return figure
 
-    confusion, axis = plt.subplots(figsize=(4, 4))
-    cells = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+
+def confusion_figure(metrics: dict[str, float], title: str):
+    """The confusion matrix at the threshold, true class in rows."""
+    figure, axis = plt.subplots(figsize=(4, 4))
+    cells = np.array([[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]])
     axis.imshow(cells, cmap="Blues")
     for (row, col), value in np.ndenumerate(cells):
         axis.text(col, row, str(value), ha="center", va="center", fontsize=14)
@@ -97,13 +133,22 @@ def _plots(history: dict[str, list[float]], y: np.ndarray, p: np.ndarray, m: dic
     axis.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    axis.set_title("Confusion matrix (test)")
-    confusion.tight_layout()
-    return {
-        "plots/learning_curves.png": curves,
-        "plots/roc.png": roc,
-        "plots/confusion_matrix.png": confusion,
-    }
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def _learning_curves(history: dict[str, list[float]]):
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, name in zip(axes, ("loss", "auc"), strict=True):
+        for prefix in ("", "val_"):
+            values = history.get(prefix + name, [])
+            axis.plot(range(1, len(values) + 1), values, marker="o", label=(prefix or "train_") + name)
+        axis.set_xlabel("epoch")
+        axis.set_title(name)
+        axis.legend()
+    figure.tight_layout()
+    return figure
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5)
@@ -119,7 +164,11 @@ def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]
     threshold = choose_threshold(y_val, predict(model, x_val), params["gate"]["target_sensitivity"])
     p_test = predict(model, x_test)
     metrics = binary_metrics(y_test, p_test, threshold)
+    patients = split_rows(processed, "test")["patient_id"].to_numpy()
+    intervals = bootstrap_intervals(y_test, p_test, threshold, patients)
     results = {"threshold": threshold, **{f"test_{k}": v for k, v in metrics.items()}}
+    for name, (low, high) in intervals.items():
+        results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
     history = mlflow.artifacts.load_dict(f"runs:/{run_id}/history.json")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(results)
@@ -133,8 +182,14 @@ def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]
         mlflow.log_table(
             pd.DataFrame({"label": y_test, "probability": p_test}), "evaluation/test_predictions.json"
         )
-        for name, figure in _plots(history, y_test, p_test, metrics).items():
+        figures = {
+            "plots/learning_curves.png": _learning_curves(history),
+            "plots/roc.png": roc_figure(y_test, p_test, metrics, "ROC (test split)"),
+            "plots/confusion_matrix.png": confusion_figure(metrics, "Confusion matrix (test)"),
+        }
+        for name, figure in figures.items():
             mlflow.log_figure(figure, name)
             plt.close(figure)
-    print("evaluate: " + ", ".join(f"{k}={v:.3f}" for k, v in results.items()))
+    shown = ("threshold", *(f"test_{name}" for name in REPORTED))
+    print("evaluate: " + ", ".join(f"{k}={results[k]:.3f}" for k in shown))
     return results

@@ -2,6 +2,8 @@
 
 Writes one ``.npz`` per split (``x``: uint8 ``(N, size, size)``, ``y``: int labels) plus
 ``split.csv`` (every kept image and its split) and ``summary.json`` into the processed folder.
+With ``data.augment.online`` the training split is balanced while training instead, from fresh
+random views of its context images (``train_context.npz``, see :mod:`pneumo.augment`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pandas as pd
 from PIL import Image
 from prefect import task
 
+from pneumo.augment import context
 from pneumo.config import workdir
 from pneumo.datasets import DataError, read_labelled
-from pneumo.images import ImageError, load_prepared
+from pneumo.images import ImageError, decode, prepare
 
 SPLITS = ("train", "val", "test")
 
@@ -70,17 +73,39 @@ def balance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, params: dict
     return np.concatenate([x, extra]), np.concatenate([y, np.full(needed, minority, y.dtype)])
 
 
-def _load_images(table: pd.DataFrame, size: int, square: str) -> tuple[np.ndarray, list[int]]:
-    images, unreadable = [], []
+def _load_images(table: pd.DataFrame, data: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """Prepared images, context images (with online augmentation) and the unreadable rows' positions."""
+    size, online = data["image_size"], data["augment"]["online"]
+    images, contexts, unreadable = [], [], []
     for position, path in enumerate(table["path"]):
         try:
-            images.append(load_prepared(path, size, square))
+            original = decode(Path(path).read_bytes())
+            images.append(prepare(original, size, data["square"]))
+            if online:
+                contexts.append(context(original, size, data["augment"]["squeeze"]))
         except (ImageError, OSError) as error:
             print(f"preprocess: skipping unreadable image {Path(path).name}: {error}")
             unreadable.append(position)
         if (position + 1) % 500 == 0:
             print(f"preprocess: {position + 1}/{len(table)} images decoded")
-    return np.stack(images) if images else np.zeros((0, size, size), np.uint8), unreadable
+    stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    return stacked, contexts, unreadable
+
+
+def save_contexts(path: Path, contexts: list[np.ndarray], y: np.ndarray) -> None:
+    """Store context images of different shapes as one flat pixel array plus their shapes."""
+    shapes = np.array([c.shape for c in contexts], np.int64).reshape(-1, 2)
+    pixels = np.concatenate([c.ravel() for c in contexts]) if contexts else np.zeros(0, np.uint8)
+    np.savez(path, pixels=pixels, shapes=shapes, y=y)
+
+
+def load_contexts(processed: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The training split's context images and labels (written with ``data.augment.online``)."""
+    with np.load(Path(processed) / "train_context.npz") as arrays:
+        pixels, shapes, y = arrays["pixels"], arrays["shapes"], arrays["y"]
+    ends = np.cumsum(shapes.prod(axis=1))
+    starts = ends - shapes.prod(axis=1)
+    return [pixels[a:b].reshape(shape) for a, b, shape in zip(starts, ends, shapes, strict=True)], y
 
 
 def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) -> Path:
@@ -102,7 +127,7 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
         print(f"preprocess: reusing {out}")
         return str(out)
     table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
-    images, unreadable = _load_images(table, data["image_size"], data["square"])
+    images, contexts, unreadable = _load_images(table, data)
     table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table.empty:
         raise DataError(f"none of the images in {raw_dir} could be read")
@@ -114,7 +139,9 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     for split in SPLITS:
         mask = (table["split"] == split).to_numpy()
         x, y = images[mask], table.loc[mask, "label"].to_numpy(np.int64)
-        if split == "train" and data["balance"]:
+        if split == "train" and data["augment"]["online"]:
+            save_contexts(out / "train_context.npz", [c for c, m in zip(contexts, mask, strict=True) if m], y)
+        elif split == "train" and data["balance"]:
             x, y = balance(x, y, rng, data["augment"])
         np.savez(out / f"{split}.npz", x=x, y=y)
         summary["splits"][split] = {"images": len(y), "positives": int(y.sum())}

@@ -17,6 +17,7 @@ from prefect import task
 
 from pneumo.models import alias_version, load_keras
 from tasks.evaluate import binary_metrics, predict, test_images_at
+from tasks.model_card import CARD_ARTIFACT, render_card
 from tasks.preprocess import load_split
 
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -100,7 +101,19 @@ def register(
         **{k: round(results[k], 4) for k in TAGGED_METRICS},
     }
     version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    print(f"registered {name} v{version.version} (threshold {results['threshold']:.4f})")
+    client = mlflow.MlflowClient()
+    run_tags = client.get_run(run_id).data.tags
+    provenance = {
+        "run_id": run_id,
+        "data_version": data_version,
+        "data_source": run_tags.get("data_source", "?"),
+        "git_commit": run_tags.get("git_commit", "unknown"),
+    }
+    summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/data/summary.json")
+    card = render_card(name, str(version.version), results, params, summary, provenance)
+    client.log_text(run_id, card, CARD_ARTIFACT)
+    client.update_model_version(name, version.version, description=card)
+    print(f"registered {name} v{version.version} (threshold {results['threshold']:.4f}), model card logged")
     return str(version.version)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -19,9 +20,10 @@ from mlflow.models import infer_signature
 from prefect import task
 
 from monitoring.features import ONNX_ARTIFACT, with_embedding
+from pneumo.augment import random_view
 from pneumo.config import ROOT
 from serving.gradcam import FEATURE_POOL
-from tasks.preprocess import load_split
+from tasks.preprocess import load_contexts, load_split
 
 BACKBONES = ("densenet121", "mobilenet_v3_small", "small_cnn")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -52,10 +54,11 @@ def _backbone(name: str, size: int, weights: str) -> keras.Model:
     return base
 
 
-def _small_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
-    for filters in (16, 32, 64):
-        for _ in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+def _small_cnn(x: keras.KerasTensor, filters: list[int], convs_per_block: int) -> keras.KerasTensor:
+    """Blocks of ``convs_per_block`` 3x3 conv + BatchNorm + ReLU, each block ending in 2x2 max-pooling."""
+    for width in filters:
+        for _ in range(convs_per_block):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization()(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
@@ -68,16 +71,24 @@ def _all_layers(layer: keras.Layer):
         yield from _all_layers(sub)
 
 
-def build_model(size: int, train: dict[str, Any]) -> keras.Model:
+def build_model(size: int, train: dict[str, Any], steps: int | None = None) -> keras.Model:
     """Backbone + dense head with a sigmoid output, compiled with Adam and binary cross-entropy.
 
     The input is a grayscale image with pixel values in 0..255; the first layer normalises it to
     [0, 1], so training and serving share one preprocessing path inside the model.
+
+    Args:
+        size: the input side in pixels.
+        train: the ``train`` section of params.yaml.
+        steps: all training steps; with ``lr_schedule: cosine`` the rate decays to 0 over them.
     """
     inputs = keras.Input((size, size, 1), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
     if train["backbone"] == "small_cnn":
-        feature_map = _small_cnn(x)
+        if size < 2 ** len(train["filters"]):
+            raise ValueError(f"{len(train['filters'])} pooling blocks need an input of at least "
+                             f"{2 ** len(train['filters'])} px, not {size}")  # fmt: skip
+        feature_map = _small_cnn(x, train["filters"], train["convs_per_block"])
     else:
         rgb = layers.Concatenate(name="gray_to_rgb")([x, x, x])
         if train["backbone"] == "densenet121":
@@ -96,8 +107,13 @@ def build_model(size: int, train: dict[str, Any]) -> keras.Model:
     for layer in _all_layers(model):
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = train["bn_momentum"]
+    rate = train["learning_rate"]
+    if train["lr_schedule"] == "cosine":
+        if not steps:
+            raise ValueError("lr_schedule cosine needs the number of training steps")
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(train["learning_rate"]),
+        optimizer=keras.optimizers.Adam(rate),
         loss="binary_crossentropy",
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -119,6 +135,47 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle_seed: int | N
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_order(y: np.ndarray, rng: np.random.Generator, balance: bool) -> np.ndarray:
+    """One epoch's example order: every example once, plus random minority repeats up to parity."""
+    order = np.arange(len(y))
+    counts = np.bincount(y, minlength=2)
+    if balance and counts.min() < counts.max():
+        minority = np.flatnonzero(y == np.argmin(counts))
+        order = np.concatenate([order, rng.choice(minority, counts.max() - counts.min(), replace=True)])
+    return rng.permutation(order)
+
+
+def augmented_dataset(
+    contexts: list[np.ndarray], y: np.ndarray, size: int, batch: int, data: dict[str, Any], seed: int
+) -> tuple[tf.data.Dataset, int]:
+    """Fresh random views of the context images every epoch (balanced by repeats of the minority).
+
+    Returns:
+        The dataset and its number of examples per epoch.
+    """
+    rng = np.random.default_rng(seed)
+    aug = data["augment"]
+
+    def views():
+        for index in balanced_order(y, rng, data["balance"]):
+            yield random_view(contexts[index], size, rng, aug)[..., np.newaxis], np.float32(y[index])
+
+    signature = (tf.TensorSpec((size, size, 1), tf.uint8), tf.TensorSpec((), tf.float32))
+    dataset = tf.data.Dataset.from_generator(views, output_signature=signature).batch(batch)
+    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+    return dataset.prefetch(2), len(balanced_order(y, np.random.default_rng(0), data["balance"]))
+
+
+def training_data(processed: str, params: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
+    """The training split as a dataset (augmented online or the stored balanced arrays) and its size."""
+    data, cfg = params["data"], params["train"]
+    if data["augment"]["online"]:
+        contexts, y = load_contexts(processed)
+        return augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, cfg["seed"])
+    x, y = load_split(processed, "train")
+    return make_dataset(x, y, cfg["batch_size"], cfg["seed"]), len(y)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -179,9 +236,9 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
     """
     cfg, size = params["train"], params["data"]["image_size"]
     keras.utils.set_random_seed(cfg["seed"])
-    x_train, y_train = load_split(processed, "train")
+    train_set, n_train = training_data(processed, params)
     x_val, y_val = load_split(processed, "val")
-    model = build_model(size, cfg)
+    model = build_model(size, cfg, steps=math.ceil(n_train / cfg["batch_size"]) * cfg["epochs"])
     mlflow.set_experiment(params["registry"]["experiment"])
     with mlflow.start_run(run_name=f"{params['profile']}-{cfg['backbone']}") as run:
         mlflow.log_params(flatten({k: params[k] for k in ("data", "train", "gate")}))
@@ -196,18 +253,20 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
                 "git_commit": git_commit(),
             }
         )
-        print(f"train: {len(y_train)} train / {len(y_val)} val images, backbone {cfg['backbone']}")
+        print(f"train: {n_train} train / {len(y_val)} val images per epoch, backbone {cfg['backbone']}")
+        callbacks: list[keras.callbacks.Callback] = [EpochLogger(cfg["epochs"])]
+        if cfg["patience"]:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_auc", mode="max", patience=cfg["patience"], restore_best_weights=True
+                )
+            )
         history = model.fit(
-            make_dataset(x_train, y_train, cfg["batch_size"], cfg["seed"]),
+            train_set,
             validation_data=make_dataset(x_val, y_val, cfg["batch_size"], None),
             epochs=cfg["epochs"],
             shuffle=False,  # the dataset shuffles itself
-            callbacks=[
-                EpochLogger(cfg["epochs"]),
-                keras.callbacks.EarlyStopping(
-                    monitor="val_auc", mode="max", patience=cfg["patience"], restore_best_weights=True
-                ),
-            ],
+            callbacks=callbacks,
             verbose=0,
         )
         mlflow.log_dict(history.history, "history.json")

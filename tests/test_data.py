@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pneumo.config import load_params
-from tasks.preprocess import load_split, preprocess
+from tasks.preprocess import load_contexts, load_split, preprocess
 
 
 @pytest.fixture
@@ -58,3 +58,17 @@ def test_preprocess_is_reused_for_same_data_and_params(raw_copy: Path):
     assert marker.stat().st_mtime_ns == stamp
     other = load_params("test", {"data": {"seed": 1}})
     assert preprocess.fn(str(raw_copy), other, "v-same") != first
+
+
+def test_online_augmentation_keeps_context_images_unbalanced(raw_copy: Path):
+    params = load_params("test", {"data": {"augment": {"online": True}}})
+    processed = Path(preprocess.fn(str(raw_copy), params, "v-online"))
+    contexts, y = load_contexts(str(processed))
+    table = pd.read_csv(processed / "split.csv")
+    assert len(contexts) == len(y) == (table["split"] == "train").sum()  # balanced while training
+    size = params["data"]["image_size"]
+    assert all(
+        min(c.shape) == size and max(c.shape) <= size * params["data"]["augment"]["squeeze"] for c in contexts
+    )
+    _, y_train = load_split(str(processed), "train")
+    assert np.array_equal(y_train, y)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from pneumo.config import load_params
-from tasks.train import BACKBONES, build_model, make_dataset
+from tasks.train import BACKBONES, augmented_dataset, build_model, make_dataset
 
 
 @pytest.mark.slow
@@ -25,6 +26,11 @@ def test_model_normalises_inside():
     model = build_model(32, {**load_params("test")["train"]})
     assert model.layers[1].name == "normalise"
     assert model.layers[1].scale == pytest.approx(1 / 255)
+
+
+def test_input_too_small_for_the_small_cnn_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 64"):
+        build_model(48, load_params("xray")["train"])
 
 
 def test_unknown_weights_file_is_a_clear_error():
@@ -46,3 +52,25 @@ def test_small_cnn_learns_a_separable_task():
     model.fit(make_dataset(x, y, 16, 0), epochs=30, verbose=0, shuffle=False)
     loss, _, auc, *_ = model.evaluate(make_dataset(x, y, 16, None), verbose=0)
     assert loss < before and auc > 0.9
+
+
+@pytest.mark.slow
+def test_xray_recipe_learns_from_augmented_views():
+    params = load_params("xray", {"data": {"image_size": 64}, "train": {"epochs": 6}})
+    rng = np.random.default_rng(0)
+    contexts = [rng.integers(0, 60, size=(64, 96), dtype=np.uint8) for _ in range(48)]
+    y = np.array([0, 1] * 20 + [0] * 8)  # imbalanced: balanced while training
+    for ctx, label in zip(contexts, y, strict=True):
+        if label:
+            ctx[16:48, 24:72] += 150  # a bright patch marks the positives, wherever the crop falls
+    keras.utils.set_random_seed(0)
+    dataset, n = augmented_dataset(contexts, y, 64, 16, params["data"], seed=0)
+    assert n == 56
+    images, labels = next(iter(dataset))
+    assert set(labels.numpy().tolist()) <= {0.0, 1.0}
+    assert images.shape == (16, 64, 64, 1) and images.dtype == np.float32
+    model = build_model(64, params["train"], steps=4 * 6)
+    model.fit(dataset, epochs=6, verbose=0)
+    assert float(model.optimizer.learning_rate) < params["train"]["learning_rate"] / 10  # cosine decayed
+    x = np.stack([c[:, 16:80] for c in contexts])[..., np.newaxis].astype(np.float32)
+    assert roc_auc_score(y, model.predict(x, verbose=0).ravel()) > 0.9

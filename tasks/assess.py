@@ -1,0 +1,178 @@
+"""Evaluate a model on any labelled folder (``pneumo evaluate``): the metrics a clinic checks.
+
+The folder is read in either layout (NIH CSV or NORMAL/ and PNEUMONIA/ class folders), every image
+goes through the serving preprocessing, and the model's own stored threshold decides. Writes
+``metrics.json`` (point values, 95% patient-level bootstrap intervals, confusion matrix),
+``predictions.csv`` (one row per image), ``roc.png`` and ``confusion_matrix.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pneumo.datasets import read_labelled
+from pneumo.images import ImageError, decode, prepare
+from pneumo.models import load_keras
+from tasks.evaluate import (
+    REPORTED,
+    binary_metrics,
+    bootstrap_intervals,
+    confusion_figure,
+    predict,
+    roc_figure,
+)
+
+
+@dataclass
+class ModelSpec:
+    """A model to evaluate: where it is and how it decides."""
+
+    uri: str
+    threshold: float | None
+    square: str
+    version: str | None = None
+
+
+def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
+    """The model behind ``uri`` (default ``models:/<model_name>@champion``) and its stored threshold.
+
+    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` read the version's tags; ``runs:/ID/...``
+    reads the run's ``threshold`` metric; any other MLflow model URI has no stored threshold.
+
+    Raises:
+        LookupError: the alias, version or run does not exist.
+    """
+    uri = uri or f"models:/{model_name}@champion"
+    client = mlflow.MlflowClient()
+    try:
+        if uri.startswith("models:/"):
+            name, _, ref = uri.removeprefix("models:/").partition("/")
+            if "@" in name:
+                name, alias = name.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            else:
+                version = client.get_model_version(name, ref)
+            tags = version.tags
+            threshold = float(tags["threshold"]) if "threshold" in tags else None
+            return ModelSpec(uri, threshold, tags.get("square", "crop"), str(version.version))
+        if uri.startswith("runs:/"):
+            run = client.get_run(uri.removeprefix("runs:/").split("/", 1)[0])
+            threshold = run.data.metrics.get("threshold")
+            return ModelSpec(uri, threshold, run.data.params.get("data.square", "crop"))
+    except mlflow.exceptions.MlflowException as error:
+        raise LookupError(f"model {uri} not found in {mlflow.get_tracking_uri()}: {error.message}") from error
+    return ModelSpec(uri, None, "crop")
+
+
+def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The readable rows of a labelled table (the unreadable counted in ``table.attrs``) and their
+    images prepared as the service prepares them."""
+    images, keep = [], []
+    for path in table["path"]:
+        try:
+            images.append(prepare(decode(Path(path).read_bytes()), size, square))
+            keep.append(True)
+        except (ImageError, OSError) as error:
+            print(f"evaluate: skipping unreadable image {Path(path).name}: {error}")
+            keep.append(False)
+    unreadable = len(keep) - sum(keep)
+    table = table[keep].reset_index(drop=True)
+    table.attrs["unreadable"] = unreadable
+    return table, np.stack(images)
+
+
+def assess(
+    folder: Path,
+    spec: ModelSpec,
+    data: dict[str, Any],
+    out: Path,
+    resamples: int = 1000,
+) -> dict[str, Any]:
+    """Score ``spec``'s model on ``folder`` and write the report files into ``out``.
+
+    Returns:
+        The content of ``metrics.json``.
+    """
+    if spec.threshold is None:
+        raise ValueError(f"{spec.uri} has no stored threshold: pass one with --threshold")
+    table = read_labelled(folder, data["positive_label"], data["negative_label"])
+    model = load_keras(spec.uri)
+    size = int(model.inputs[0].shape[1])
+    table, images = prepare_table(table, size, spec.square)
+    print(f"evaluate: {len(table)} images ({int(table['label'].sum())} pneumonia) at {size} px")
+    y, p = table["label"].to_numpy(np.int64), predict(model, images)
+    metrics = binary_metrics(y, p, spec.threshold)
+    intervals = bootstrap_intervals(y, p, spec.threshold, table["patient_id"].to_numpy(), resamples)
+    report = {
+        "model_uri": spec.uri,
+        "model_version": spec.version,
+        "threshold": spec.threshold,
+        "data": str(folder),
+        "images": len(table),
+        "positives": int(y.sum()),
+        "patients": int(table["patient_id"].nunique()),
+        "unreadable": table.attrs["unreadable"],
+        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bootstrap": {"resamples": resamples, "unit": "patient", "interval": 0.95},
+        **{name: metrics[name] for name in REPORTED},
+        "intervals": {name: list(intervals[name]) for name in REPORTED},
+        "confusion_matrix": {
+            "tn": metrics["tn"],
+            "fp": metrics["fp"],
+            "fn": metrics["fn"],
+            "tp": metrics["tp"],
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    predictions = table[["path", "patient_id", "label"]].assign(
+        probability=p, predicted=(p >= spec.threshold).astype(int)
+    )
+    predictions["correct"] = predictions["predicted"] == predictions["label"]
+    predictions.to_csv(out / "predictions.csv", index=False)
+    for name, figure in {
+        "roc.png": roc_figure(y, p, metrics, f"ROC: {folder.name}"),
+        "confusion_matrix.png": confusion_figure(metrics, f"Confusion matrix: {folder.name}"),
+    }.items():
+        figure.savefig(out / name, dpi=100)
+        plt.close(figure)
+    return report
+
+
+def log_to_mlflow(report: dict[str, Any], out: Path, experiment: str) -> str:
+    """Log an evaluation report and its files as a new run of ``experiment``; returns the run id."""
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"evaluate-{Path(report['data']).name}") as run:
+        mlflow.log_params({k: report[k] for k in ("model_uri", "threshold", "data", "images", "positives")})
+        mlflow.set_tags({"model_uri": report["model_uri"], "model_version": str(report["model_version"])})
+        mlflow.log_metrics({name: report[name] for name in REPORTED})
+        for name, (low, high) in report["intervals"].items():
+            mlflow.log_metrics({f"{name}_ci_low": low, f"{name}_ci_high": high})
+        mlflow.log_artifacts(str(out), "evaluation")
+    return run.info.run_id
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report as a short table for the terminal."""
+    cells = report["confusion_matrix"]
+    lines = [
+        f"model {report['model_uri']} (version {report['model_version'] or '-'}), "
+        f"threshold {report['threshold']:.4f}",
+        f"data {report['data']}: {report['images']} images, {report['positives']} pneumonia, "
+        f"{report['patients']} patients, {report['unreadable']} unreadable",
+        f"{'metric':12s} {'value':>7s}   95% interval",
+    ]
+    for name in REPORTED:
+        low, high = report["intervals"][name]
+        lines.append(f"{name:12s} {report[name]:7.3f}   [{low:.3f}, {high:.3f}]")
+    lines.append(f"confusion: TP {cells['tp']}  FN {cells['fn']}  FP {cells['fp']}  TN {cells['tn']}")
+    return lines
