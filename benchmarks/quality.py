@@ -9,6 +9,10 @@ show (squashed to 224x224 and saved as JPEG quality 75, gamma and contrast shift
 resolution) and after square cropping, at the same threshold. Numbers only, no assertions; the
 targets are printed next to them.
 
+The out-of-fold threshold measures the *recipe's* threshold policy on unseen patients. The
+training flow itself picks the threshold on its own model's validation split; the column
+"sens @ spec 0.90" reads the operating point off each held-out fold's ROC, so it is optimistic.
+
     python benchmarks/quality.py --data ../shared/data/cxr-dev            # all 5 folds
     python benchmarks/quality.py --data DIR --fold 0 --set train.epochs=5  # a quick look
 
@@ -86,13 +90,14 @@ def train_fold(originals: list[Any], y: Any, train_rows: Any, params: dict[str, 
     import keras
     import numpy as np
 
-    from pneumo.augment import context
+    from pneumo.augment import context, context_side
     from tasks.train import augmented_dataset, build_model
 
     data, cfg = params["data"], params["train"]
     size = data["image_size"]
     keras.utils.set_random_seed(seed)
-    contexts = [context(originals[i], size, data["augment"]["squeeze"]) for i in train_rows]
+    side = context_side(size, data["augment"])
+    contexts = [context(originals[i], side, data["augment"]["squeeze"]) for i in train_rows]
     dataset, n = augmented_dataset(contexts, np.asarray(y)[train_rows], size, cfg["batch_size"], data, seed)
     model = build_model(size, cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
     started = time.monotonic()
@@ -200,7 +205,8 @@ def print_report(results: dict[str, Any], seconds: list[float]) -> None:
          original["sensitivity"] >= TARGETS["sensitivity"]),
         (f"specificity >= {TARGETS['specificity']} at that threshold",
          original["specificity"] >= TARGETS["specificity"]),
-        (f"sensitivity >= {TARGETS['sensitivity']} at specificity 0.90 on the ROC",
+        (f"sensitivity >= {TARGETS['sensitivity']} at specificity 0.90 on each fold's ROC (optimistic: "
+         "the operating point is read off the held-out fold itself)",
          original["sensitivity_at_spec_0.90"] >= TARGETS["sensitivity"]),
         (f"AUC drop <= {TARGETS['max_auc_drop']} on every condition (worst {worst:+.4f})",
          worst <= TARGETS["max_auc_drop"]),

@@ -40,7 +40,7 @@ import typer
 from PIL import Image
 from urllib3 import encode_multipart_formdata
 
-from pneumo.cli import gunicorn_command
+from pneumo.cli_ops import gunicorn_command
 from pneumo.config import apply_client_env
 from pneumo.images import decode, prepare
 from pneumo.stack import terminate_group

@@ -1,7 +1,8 @@
 """Training-time augmentation for real X-rays: the geometry and acquisition shifts clinics produce.
 
-Training keeps a *context* image per example: the grayscale original with its short side at the
-model's input size and its long side cut to at most ``squeeze`` times that. Every epoch draws a
+Training keeps a *context* image per example: the grayscale original with its short side at
+``size / zoom`` (so that even the most zoomed-in view is scaled down, never up, as at inference)
+and its long side cut to at most ``squeeze`` times that. Every epoch draws a
 new random view of it (:func:`random_view`): a crop that is square or up to ``squeeze`` times
 longer along the long side (resized to a square, that is a squashed image, as when a clinic's
 system stretches a whole film to 224x224), small zoom, shift and rotation, a flip, gamma, contrast
@@ -21,8 +22,22 @@ from PIL import Image, ImageOps
 from pneumo.images import to_grayscale8
 
 
+def context_side(size: int, aug: dict[str, Any]) -> int:
+    """The short side of the context images for a model input of ``size`` px."""
+    return math.ceil(size / aug["zoom"])
+
+
 def context(image: Image.Image, size: int, squeeze: float) -> np.ndarray:
-    """The grayscale ``uint8`` context of one image: short side ``size``, long side <= ``squeeze`` x."""
+    """The grayscale context of one image.
+
+    Args:
+        image: the decoded original.
+        size: the context's short side (:func:`context_side`).
+        squeeze: the long side is centre-cropped to at most ``squeeze`` times the short side.
+
+    Returns:
+        A ``uint8`` array.
+    """
     gray = to_grayscale8(ImageOps.exif_transpose(image) or image)
     width, height = gray.size
     scale = size / min(width, height)
@@ -46,6 +61,8 @@ def _log_uniform(rng: np.random.Generator, largest: float) -> float:
 def _crop_box(
     shape: tuple[int, int], rng: np.random.Generator, aug: dict[str, Any]
 ) -> tuple[int, int, int, int]:
+    """A random crop (left, top, right, bottom): a square of ``zoom``..1 of the short side, stretched
+    along the long side by up to ``squeeze``, placed near the centre of the long side."""
     height, width = shape
     short, long = min(height, width), max(height, width)
     side = short * rng.uniform(aug["zoom"], 1.0)
@@ -67,7 +84,7 @@ def random_view(ctx: np.ndarray, size: int, rng: np.random.Generator, aug: dict[
     """One random ``(size, size)`` ``uint8`` training view of a context image.
 
     Args:
-        ctx: a context image from :func:`context`.
+        ctx: a context image from :func:`context` (short side :func:`context_side`).
         size: the model's input side.
         rng: the random generator (one per training run, so runs repeat).
         aug: ``data.augment`` of params.yaml: ``squeeze``, ``zoom``, ``shift``, ``rotation_deg``,

@@ -9,6 +9,7 @@ goes through the serving preprocessing, and the model's own stored threshold dec
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +20,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pneumo.datasets import read_labelled
+from pneumo.datasets import DataError, read_labelled
 from pneumo.images import ImageError, decode, prepare
-from pneumo.models import load_keras
+from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
 from tasks.evaluate import (
     REPORTED,
     binary_metrics,
@@ -58,7 +59,9 @@ def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
             name, _, ref = uri.removeprefix("models:/").partition("/")
             if "@" in name:
                 name, alias = name.split("@", 1)
-                version = client.get_model_version_by_alias(name, alias)
+                version = alias_version(name, alias)
+                if version is None:
+                    raise LookupError(f"model {name} has no version with the alias {alias!r}")
             else:
                 version = client.get_model_version(name, ref)
             tags = version.tags
@@ -69,13 +72,27 @@ def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
             threshold = run.data.metrics.get("threshold")
             return ModelSpec(uri, threshold, run.data.params.get("data.square", "crop"))
     except mlflow.exceptions.MlflowException as error:
+        if error.error_code not in NOT_FOUND_CODES:
+            raise
         raise LookupError(f"model {uri} not found in {mlflow.get_tracking_uri()}: {error.message}") from error
     return ModelSpec(uri, None, "crop")
 
 
 def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The readable rows of a labelled table (the unreadable counted in ``table.attrs``) and their
-    images prepared as the service prepares them."""
+    """Prepare a labelled table's images as the service prepares them.
+
+    Args:
+        table: rows from :func:`pneumo.datasets.read_labelled`.
+        size: the model's input side.
+        square: how the model's version makes images square.
+
+    Returns:
+        The readable rows (the number of unreadable ones in ``table.attrs["unreadable"]``) and
+        their prepared images.
+
+    Raises:
+        DataError: fewer than one readable image of each class.
+    """
     images, keep = [], []
     for path in table["path"]:
         try:
@@ -86,6 +103,8 @@ def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataF
             keep.append(False)
     unreadable = len(keep) - sum(keep)
     table = table[keep].reset_index(drop=True)
+    if table["label"].nunique() < 2:
+        raise DataError(f"{unreadable} unreadable images leave no readable image of one class or both")
     table.attrs["unreadable"] = unreadable
     return table, np.stack(images)
 
@@ -99,13 +118,28 @@ def assess(
 ) -> dict[str, Any]:
     """Score ``spec``'s model on ``folder`` and write the report files into ``out``.
 
+    Args:
+        folder: a labelled folder in either layout.
+        spec: the model, its threshold and square mode (:func:`resolve_model`).
+        data: the ``data`` section of params.yaml (the label names).
+        out: where ``metrics.json``, ``predictions.csv``, ``roc.png`` and ``confusion_matrix.png`` go.
+        resamples: bootstrap resamples of patients for the 95% intervals.
+
     Returns:
         The content of ``metrics.json``.
+
+    Raises:
+        ValueError: the model has no stored threshold and none was given.
+        DataError: the folder holds no usable labelled images of both classes.
+        LookupError: the model cannot be loaded.
     """
     if spec.threshold is None:
         raise ValueError(f"{spec.uri} has no stored threshold: pass one with --threshold")
     table = read_labelled(folder, data["positive_label"], data["negative_label"])
-    model = load_keras(spec.uri)
+    try:
+        model = load_keras(spec.uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise LookupError(f"cannot load the model {spec.uri}: {error}") from error
     size = int(model.inputs[0].shape[1])
     table, images = prepare_table(table, size, spec.square)
     print(f"evaluate: {len(table)} images ({int(table['label'].sum())} pneumonia) at {size} px")
@@ -124,7 +158,7 @@ def assess(
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "bootstrap": {"resamples": resamples, "unit": "patient", "interval": 0.95},
         **{name: metrics[name] for name in REPORTED},
-        "intervals": {name: list(intervals[name]) for name in REPORTED},
+        "intervals": {name: [None if math.isnan(v) else v for v in intervals[name]] for name in REPORTED},
         "confusion_matrix": {
             "tn": metrics["tn"],
             "fp": metrics["fp"],
@@ -149,14 +183,24 @@ def assess(
 
 
 def log_to_mlflow(report: dict[str, Any], out: Path, experiment: str) -> str:
-    """Log an evaluation report and its files as a new run of ``experiment``; returns the run id."""
+    """Log an evaluation as a new MLflow run.
+
+    Args:
+        report: the content of ``metrics.json``.
+        out: the folder of the report files, logged under ``evaluation/``.
+        experiment: the MLflow experiment.
+
+    Returns:
+        The run id.
+    """
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"evaluate-{Path(report['data']).name}") as run:
         mlflow.log_params({k: report[k] for k in ("model_uri", "threshold", "data", "images", "positives")})
         mlflow.set_tags({"model_uri": report["model_uri"], "model_version": str(report["model_version"])})
         mlflow.log_metrics({name: report[name] for name in REPORTED})
         for name, (low, high) in report["intervals"].items():
-            mlflow.log_metrics({f"{name}_ci_low": low, f"{name}_ci_high": high})
+            bounds = {f"{name}_ci_low": low, f"{name}_ci_high": high}
+            mlflow.log_metrics({key: value for key, value in bounds.items() if value is not None})
         mlflow.log_artifacts(str(out), "evaluation")
     return run.info.run_id
 
@@ -173,6 +217,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
     for name in REPORTED:
         low, high = report["intervals"][name]
-        lines.append(f"{name:12s} {report[name]:7.3f}   [{low:.3f}, {high:.3f}]")
+        shown = "n/a (too few patients)" if low is None else f"[{low:.3f}, {high:.3f}]"
+        lines.append(f"{name:12s} {report[name]:7.3f}   {shown}")
     lines.append(f"confusion: TP {cells['tp']}  FN {cells['fn']}  FP {cells['fp']}  TN {cells['tn']}")
     return lines

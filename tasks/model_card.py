@@ -67,7 +67,8 @@ learning rate {train["learning_rate"]} ({train["lr_schedule"]}).
 ## Data
 - Source `{provenance["data_source"]}`, data version (DVC) `{provenance["data_version"]}`.
 - Positive: "{data["positive_label"]}"; negative: "{data["negative_label"]}" only.
-- Split by patient: train {splits["train"]["images"]} images, validation {splits["val"]["images"]},
+- Split by patient: train {splits["train"]["images"]} images (balanced copies included when made
+  offline), validation {splits["val"]["images"]},
   test {splits["test"]["images"]} ({splits["test"]["positives"]} positive).
 - Unreadable images skipped: {summary["unreadable"]}.
 

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 from prefect import task
 
-from pneumo.augment import context
+from pneumo.augment import context, context_side
 from pneumo.config import workdir
 from pneumo.datasets import DataError, read_labelled
 from pneumo.images import ImageError, decode, prepare
@@ -73,23 +73,24 @@ def balance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, params: dict
     return np.concatenate([x, extra]), np.concatenate([y, np.full(needed, minority, y.dtype)])
 
 
-def _load_images(table: pd.DataFrame, data: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """Prepared images, context images (with online augmentation) and the unreadable rows' positions."""
-    size, online = data["image_size"], data["augment"]["online"]
-    images, contexts, unreadable = [], [], []
+def _load_images(table: pd.DataFrame, size: int, square: str) -> tuple[np.ndarray, list[int]]:
+    """The prepared images and the positions of the unreadable rows."""
+    images, unreadable = [], []
     for position, path in enumerate(table["path"]):
         try:
-            original = decode(Path(path).read_bytes())
-            images.append(prepare(original, size, data["square"]))
-            if online:
-                contexts.append(context(original, size, data["augment"]["squeeze"]))
+            images.append(prepare(decode(Path(path).read_bytes()), size, square))
         except (ImageError, OSError) as error:
             print(f"preprocess: skipping unreadable image {Path(path).name}: {error}")
             unreadable.append(position)
         if (position + 1) % 500 == 0:
             print(f"preprocess: {position + 1}/{len(table)} images decoded")
-    stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    return stacked, contexts, unreadable
+    return np.stack(images) if images else np.zeros((0, size, size), np.uint8), unreadable
+
+
+def _contexts(paths: pd.Series, data: dict[str, Any]) -> list[np.ndarray]:
+    """The context images of (readable) training images, for online augmentation."""
+    side = context_side(data["image_size"], data["augment"])
+    return [context(decode(Path(path).read_bytes()), side, data["augment"]["squeeze"]) for path in paths]
 
 
 def save_contexts(path: Path, contexts: list[np.ndarray], y: np.ndarray) -> None:
@@ -122,12 +123,14 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     after the data version and parameters, so a rerun with both unchanged reuses it.
     """
     data = params["data"]
+    if data["augment"]["online"] and data["square"] != "crop":
+        raise ValueError("data.augment.online draws crops: it needs data.square: crop")
     out = Path(out) if out else processed_dir(raw_dir, data, data_version)
     if (out / "summary.json").exists():
         print(f"preprocess: reusing {out}")
         return str(out)
     table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
-    images, contexts, unreadable = _load_images(table, data)
+    images, unreadable = _load_images(table, data["image_size"], data["square"])
     table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table.empty:
         raise DataError(f"none of the images in {raw_dir} could be read")
@@ -140,7 +143,7 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
         mask = (table["split"] == split).to_numpy()
         x, y = images[mask], table.loc[mask, "label"].to_numpy(np.int64)
         if split == "train" and data["augment"]["online"]:
-            save_contexts(out / "train_context.npz", [c for c, m in zip(contexts, mask, strict=True) if m], y)
+            save_contexts(out / "train_context.npz", _contexts(table.loc[mask, "path"], data), y)
         elif split == "train" and data["balance"]:
             x, y = balance(x, y, rng, data["augment"])
         np.savez(out / f"{split}.npz", x=x, y=y)

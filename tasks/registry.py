@@ -89,8 +89,12 @@ def evaluate_champion(processed: str, params: dict[str, Any]) -> dict[str, Any] 
 def register(
     model_uri: str, run_id: str, results: dict[str, float], params: dict[str, Any], data_version: str
 ) -> str:
-    """Register the candidate as a new version, with its threshold and metrics as tags."""
+    """Register the candidate as a new version, with its threshold, metrics and model card.
+
+    A retry after a partial failure reuses the version already registered for the run.
+    """
     name = params["registry"]["model_name"]
+    client = mlflow.MlflowClient()
     tags = {
         "threshold": results["threshold"],
         "image_size": params["data"]["image_size"],
@@ -100,8 +104,11 @@ def register(
         "run_id": run_id,
         **{k: round(results[k], 4) for k in TAGGED_METRICS},
     }
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    client = mlflow.MlflowClient()
+    existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if existing:
+        version = existing[0]
+    else:
+        version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     run_tags = client.get_run(run_id).data.tags
     provenance = {
         "run_id": run_id,

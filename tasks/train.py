@@ -26,6 +26,7 @@ from serving.gradcam import FEATURE_POOL
 from tasks.preprocess import load_contexts, load_split
 
 BACKBONES = ("densenet121", "mobilenet_v3_small", "small_cnn")
+LR_SCHEDULES = ("constant", "cosine")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 IMAGENET_SCALE = (1 / np.asarray(IMAGENET_STD)).tolist()
@@ -108,6 +109,8 @@ def build_model(size: int, train: dict[str, Any], steps: int | None = None) -> k
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = train["bn_momentum"]
     rate = train["learning_rate"]
+    if train["lr_schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, not {train['lr_schedule']!r}")
     if train["lr_schedule"] == "cosine":
         if not steps:
             raise ValueError("lr_schedule cosine needs the number of training steps")

@@ -5,15 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
-from pneumo.augment import context, random_view
+from pneumo.augment import context, context_side, random_view
 from pneumo.config import load_params
+from pneumo.images import prepare
 from tasks.evaluate import REPORTED, binary_metrics, bootstrap_intervals
 from tasks.preprocess import load_contexts, save_contexts
 from tasks.train import balanced_order
 
 AUG = load_params("xray")["data"]["augment"]
+NO_AUGMENTATION = {
+    **AUG,
+    **{"squeeze": 1.0, "zoom": 1.0, "shift": 0.0, "rotation_deg": 0, "horizontal_flip": False},
+    **{"gamma": 1.0, "contrast": 1.0, "brightness": 0.0, "low_resolution_p": 0.0, "jpeg_p": 0.0},
+}
 
 
 def _wide(width: int = 600, height: int = 300) -> Image.Image:
@@ -40,8 +46,7 @@ def test_random_views_are_square_varied_and_repeatable():
 
 def test_squeeze_shows_more_of_the_width_than_the_centre_crop():
     ctx = context(_wide(), 64, squeeze=2.0)  # left-to-right ramp: the columns' spread is the field of view
-    plain = {**AUG, "squeeze": 1.0, "zoom": 1.0, "rotation_deg": 0, "horizontal_flip": False, "gamma": 1.0,
-             "contrast": 1.0, "brightness": 0.0, "low_resolution_p": 0.0, "jpeg_p": 0.0}  # fmt: skip
+    plain = NO_AUGMENTATION
 
     def spread(view: np.ndarray) -> int:
         return int(view[:, -1].mean()) - int(view[:, 0].mean())
@@ -50,6 +55,14 @@ def test_squeeze_shows_more_of_the_width_than_the_centre_crop():
     ratios = [spread(random_view(ctx, 32, np.random.default_rng(s), {**plain, "squeeze": 2.0})) / centre
               for s in range(20)]  # fmt: skip
     assert min(ratios) > 0.97 and max(ratios) > 1.7
+
+
+def test_a_view_without_augmentation_is_what_serving_sees():
+    noise = np.random.default_rng(0).integers(0, 255, (300, 520), dtype=np.uint8)
+    image = Image.fromarray(noise).filter(ImageFilter.GaussianBlur(8))
+    ctx = context(image, context_side(64, NO_AUGMENTATION), squeeze=1.6)
+    view = random_view(ctx, 64, np.random.default_rng(0), NO_AUGMENTATION).astype(float)
+    assert np.abs(view - prepare(image, 64, "crop")).mean() < 1.0
 
 
 def test_contexts_round_trip(tmp_path: Path):

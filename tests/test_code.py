@@ -15,6 +15,7 @@ from pneumo.config import load_params, parse_overrides
 from pneumo.datasets import DataError, patient_from_filename, read_class_folders, read_labelled
 from pneumo.images import ImageError, decode, prepare
 from pneumo.synth import NIH_CSV, generate
+from tasks.assess import prepare_table
 from tasks.evaluate import binary_metrics, choose_threshold
 from tasks.preprocess import balance, split_patients
 from tasks.registry import decide
@@ -262,3 +263,12 @@ def test_records_are_read_per_model_version_and_window(tmp_path: Path):
     assert [r["request_id"] for r in picked] == ["r4", "r2", "r0"]  # oldest first, version 1 only
     assert all(r["created_at"].tzinfo is not None for r in picked)
     assert read_records(url, model_name="other") == []
+
+
+def test_evaluation_refuses_a_folder_without_readable_images_of_both_classes(tmp_path: Path):
+    generate(tmp_path, n=12, seed=3, size=32, layout="folders")
+    for path in (tmp_path / "PNEUMONIA").glob("*.png"):
+        path.write_bytes(b"not a png")
+    table = read_labelled(tmp_path)
+    with pytest.raises(DataError, match="unreadable"):
+        prepare_table(table, 32, "crop")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pneumo.augment import context_side
 from pneumo.config import load_params
 from tasks.preprocess import load_contexts, load_split, preprocess
 
@@ -66,9 +67,15 @@ def test_online_augmentation_keeps_context_images_unbalanced(raw_copy: Path):
     contexts, y = load_contexts(str(processed))
     table = pd.read_csv(processed / "split.csv")
     assert len(contexts) == len(y) == (table["split"] == "train").sum()  # balanced while training
-    size = params["data"]["image_size"]
-    assert all(
-        min(c.shape) == size and max(c.shape) <= size * params["data"]["augment"]["squeeze"] for c in contexts
-    )
+    side = context_side(params["data"]["image_size"], params["data"]["augment"])
+    assert side > params["data"]["image_size"]  # views are scaled down, as at inference
+    squeeze = params["data"]["augment"]["squeeze"]
+    assert all(min(c.shape) == side and max(c.shape) <= side * squeeze for c in contexts)
     _, y_train = load_split(str(processed), "train")
     assert np.array_equal(y_train, y)
+
+
+def test_online_augmentation_needs_square_crop(raw_copy: Path):
+    params = load_params("test", {"data": {"square": "pad", "augment": {"online": True}}})
+    with pytest.raises(ValueError, match="square: crop"):
+        preprocess.fn(str(raw_copy), params, "v-pad")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from flows.monitoring import monitoring
 from flows.training import training
-from pneumo.cli import register_deployments
+from pneumo.cli_ops import register_deployments
 from pneumo.config import Settings
 from pneumo.storage import s3_client, split_uri
 from pneumo.synth import generate
