@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv run test test-fast lint format stack-up stack-down stack-status repro bench clean
+.PHONY: help venv run test test-fast lint format stack-up stack-down stack-status repro bench quality clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ repro: venv  ## The same pipeline as DVC stages: dvc repro (needs the stack up)
 
 bench: venv  ## Benchmarks (print numbers; see benchmarks/)
 	$(BIN)/python benchmarks/training.py
+
+quality: venv  ## Cross-validate the xray recipe on real X-rays: make quality DATA=path/to/labelled/folder
+	@test -n "$(DATA)" || { echo "usage: make quality DATA=path/to/labelled/folder"; exit 2; }
+	$(BIN)/python benchmarks/quality.py --data "$(DATA)"
 
 clean:  ## Remove local state (stops nothing: run stack-down first)
 	rm -rf .pneumo data/processed data/external .pytest_cache
