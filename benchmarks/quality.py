@@ -9,8 +9,8 @@ show (squashed to 224x224 and saved as JPEG quality 75, gamma and contrast shift
 resolution) and after square cropping, at the same threshold. Numbers only, no assertions; the
 targets are printed next to them.
 
-The out-of-fold threshold measures the *recipe's* threshold policy on unseen patients. The
-training flow itself picks the threshold on its own model's validation split; the column
+The out-of-fold threshold is the policy the training flow applies with ``gate.threshold_folds``
+(the ``xray`` profile: tasks/threshold.py), measured here on unseen patients. The column
 "sens @ spec 0.90" reads the operating point off each held-out fold's ROC, so it is optimistic.
 
     python benchmarks/quality.py --data ../shared/data/cxr-dev            # all 5 folds
@@ -81,38 +81,6 @@ CONDITIONS = {
     "contrast_1.3": lambda image: _contrast(image, 1.3),
     "low_res_112px": _low_resolution,
 }
-
-
-def train_fold(originals: list[Any], y: Any, train_rows: Any, params: dict[str, Any], seed: int) -> Any:
-    """Train the profile's model on ``train_rows`` exactly as the training flow does."""
-    import math
-
-    import keras
-    import numpy as np
-
-    from pneumo.augment import context, context_side
-    from tasks.train import augmented_dataset, build_model
-
-    data, cfg = params["data"], params["train"]
-    size = data["image_size"]
-    keras.utils.set_random_seed(seed)
-    side = context_side(size, data["augment"])
-    contexts = [context(originals[i], side, data["augment"]["squeeze"]) for i in train_rows]
-    dataset, n = augmented_dataset(contexts, np.asarray(y)[train_rows], size, cfg["batch_size"], data, seed)
-    model = build_model(size, cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
-    started = time.monotonic()
-
-    class Progress(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if (epoch + 1) % 5 == 0 or epoch + 1 == cfg["epochs"]:
-                elapsed = time.monotonic() - started
-                print(
-                    f"  epoch {epoch + 1}/{cfg['epochs']} loss={logs['loss']:.3f} ({elapsed:.0f}s)",
-                    flush=True,
-                )
-
-    model.fit(dataset, epochs=cfg["epochs"], verbose=0, callbacks=[Progress()])
-    return model
 
 
 def fold_predictions(model: Any, originals: list[Any], rows: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -232,9 +200,11 @@ def main(
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
 
+    from pneumo.augment import context, context_side
     from pneumo.config import load_params, parse_overrides, state_dir
     from pneumo.datasets import read_labelled
     from pneumo.images import decode
+    from tasks.threshold import fit_on_contexts
 
     overrides = parse_overrides(set_ or [])
     params = load_params(profile, overrides)
@@ -261,7 +231,9 @@ def main(
         train_rows, test_rows = splits[k]
         print(f"fold {k}: training on {len(train_rows)} images, holding out {len(test_rows)}", flush=True)
         started = time.monotonic()
-        model = train_fold(originals, y, train_rows, params, params["train"]["seed"] + k)
+        side = context_side(params["data"]["image_size"], params["data"]["augment"])
+        contexts = [context(originals[i], side, params["data"]["augment"]["squeeze"]) for i in train_rows]
+        model = fit_on_contexts(contexts, y[train_rows], params, params["train"]["seed"] + k)
         seconds.append(time.monotonic() - started)
         predictions = fold_predictions(model, originals, test_rows, params)
         rows = table.iloc[test_rows][["path", "patient_id", "label"]].assign(fold=k, **predictions)

@@ -16,6 +16,7 @@ from tasks.ingest import SourceError, ingest, version_data
 from tasks.preprocess import preprocess
 from tasks.reference import build_reference
 from tasks.registry import decide, evaluate_champion, promote, record_gate, register
+from tasks.threshold import cross_validated_threshold
 from tasks.train import train
 
 
@@ -61,7 +62,10 @@ def training(source: str = "s3://pneumo-raw/synthetic", profile: str = "default"
     data_version = version_data(raw_dir)
     processed = preprocess(raw_dir, params, data_version)
     run = train(processed, params, data_version, source)
-    results = evaluate(run["run_id"], run["model_uri"], processed, params)
+    cross_validated = (
+        cross_validated_threshold(processed, params) if params["gate"]["threshold_folds"] else None
+    )
+    results = evaluate(run["run_id"], run["model_uri"], processed, params, cross_validated)
     build_reference(run["run_id"], run["model_uri"], processed, params)
     return {**gate_and_promote(processed, run, results, params, data_version), "profile": profile}
 

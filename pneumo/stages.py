@@ -63,11 +63,15 @@ def train_stage(profile: Profile = "demo") -> None:
 
     from tasks.evaluate import evaluate
     from tasks.reference import build_reference
+    from tasks.threshold import cross_validated_threshold
     from tasks.train import train
 
     paths, params = _paths(), load_params(profile)
-    run = train.fn(str(paths["processed"]), params, "dvc-pipeline", "dvc repro")
-    results = evaluate.fn(run["run_id"], run["model_uri"], str(paths["processed"]), params)
+    processed = str(paths["processed"])
+    run = train.fn(processed, params, "dvc-pipeline", "dvc repro")
+    folds = params["gate"]["threshold_folds"]
+    cross_validated = cross_validated_threshold.fn(processed, params) if folds else None
+    results = evaluate.fn(run["run_id"], run["model_uri"], processed, params, cross_validated)
     build_reference.fn(run["run_id"], run["model_uri"], str(paths["processed"]), params)
     paths["model"].mkdir(parents=True, exist_ok=True)
     mlflow.artifacts.download_artifacts(run["model_uri"], dst_path=str(paths["model"]))

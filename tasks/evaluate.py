@@ -152,21 +152,43 @@ def _learning_curves(history: dict[str, list[float]]):
 
 
 @task(name="evaluate", retries=2, retry_delay_seconds=5)
-def evaluate(run_id: str, model_uri: str, processed: str, params: dict[str, Any]) -> dict[str, float]:
-    """Choose the threshold on validation, score the test split, log metrics and plots to the run.
+def evaluate(
+    run_id: str,
+    model_uri: str,
+    processed: str,
+    params: dict[str, Any],
+    cross_validated: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Choose the threshold, score the test split, log metrics and plots to the run.
+
+    Args:
+        run_id: the training run.
+        model_uri: the trained model.
+        processed: the processed data folder.
+        params: the parameters.
+        cross_validated: the result of :func:`tasks.threshold.cross_validated_threshold`; without
+            it the threshold is chosen on the validation split.
 
     Returns:
-        ``threshold`` and the ``test_*`` metrics.
+        ``threshold``, the ``test_*`` metrics with their ``_ci_low``/``_ci_high`` bounds, and the
+        out-of-fold metrics of a cross-validated threshold.
     """
     model = load_keras(model_uri)
-    x_val, y_val = load_split(processed, "val")
     x_test, y_test = load_split(processed, "test")
-    threshold = choose_threshold(y_val, predict(model, x_val), params["gate"]["target_sensitivity"])
+    if cross_validated is None:
+        x_val, y_val = load_split(processed, "val")
+        threshold = choose_threshold(y_val, predict(model, x_val), params["gate"]["target_sensitivity"])
+    else:
+        threshold = cross_validated["threshold"]
     p_test = predict(model, x_test)
     metrics = binary_metrics(y_test, p_test, threshold)
     patients = split_rows(processed, "test")["patient_id"].to_numpy()
     intervals = bootstrap_intervals(y_test, p_test, threshold, patients)
-    results = {"threshold": threshold, **{f"test_{k}": v for k, v in metrics.items()}}
+    results = {
+        **(cross_validated or {}),
+        "threshold": threshold,
+        **{f"test_{k}": v for k, v in metrics.items()},
+    }
     for name, (low, high) in intervals.items():
         results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
     history = mlflow.artifacts.load_dict(f"runs:/{run_id}/history.json")

@@ -43,6 +43,13 @@ def render_card(name: str, version: str, results: dict[str, Any], params: dict[s
         provenance: ``run_id``, ``data_version``, ``data_source`` and ``git_commit``.
     """
     data, train, gate = params["data"], params["train"], params["gate"]
+    if gate["threshold_folds"]:
+        chosen_on = (
+            f"the out-of-fold predictions of {gate['threshold_folds']} models trained with the same recipe "
+            f"on folds of the training patients (out-of-fold AUC {results['oof_auc']:.3f})"
+        )
+    else:
+        chosen_on = "the validation split"
     splits = summary["splits"]
     rows = "\n".join(
         f"| {metric} | {results[f'test_{metric}']:.3f} | "
@@ -81,8 +88,8 @@ learning rate {train["learning_rate"]} ({train["lr_schedule"]}).
 
 ## Threshold policy
 The decision threshold {results["threshold"]:.4f} is the highest one that reaches sensitivity
-{gate["target_sensitivity"]} on the validation split: missing pneumonia costs more than a second
-look. The version is promoted only if its test AUC >= {gate["min_test_auc"]}, sensitivity >=
+{gate["target_sensitivity"]} on {chosen_on}: missing pneumonia costs more than a second look.
+The version is promoted only if its test AUC >= {gate["min_test_auc"]}, sensitivity >=
 {gate["min_test_sensitivity"]} and specificity >= {gate["min_test_specificity"]}, and it is not
 worse than the champion beyond tolerance on the same test split.
 

@@ -38,7 +38,7 @@ def trained(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict:
     result = _pneumo(
         "train", "--data", str(folder), "--profile", "test", "--set", f"registry.model_name={MODEL}",
         "--set", "data.augment.online=true", "--set", "gate.min_test_auc=0",
-        "--set", "gate.min_test_sensitivity=0",
+        "--set", "gate.min_test_sensitivity=0", "--set", "gate.threshold_folds=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -72,6 +72,14 @@ def test_every_version_carries_its_model_card(trained: dict):
         assert heading in card
     assert f"| auc | {trained['test_auc']:.3f} |" in card
     assert f"{trained['threshold']:.4f}" in card and "not diagnose" in card
+    assert "out-of-fold predictions of 2 models" in card  # gate.threshold_folds=2
+
+
+def test_cross_validated_threshold_is_logged(trained: dict):
+    metrics = mlflow.MlflowClient().get_run(trained["run_id"]).data.metrics
+    assert metrics["threshold"] == pytest.approx(trained["threshold"])
+    assert 0.0 <= metrics["oof_auc"] <= 1.0
+    assert metrics["oof_sensitivity"] >= 0.95  # chosen for gate.target_sensitivity on those predictions
 
 
 def test_evaluate_scores_the_champion_with_intervals(trained: dict, held_out: Path, tmp_path: Path):
