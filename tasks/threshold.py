@@ -41,7 +41,7 @@ def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str,
     keras.utils.set_random_seed(seed)
     dataset, n = augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, seed)
     model = build_model(data["image_size"], cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
-    model.fit(dataset, epochs=cfg["epochs"], verbose=0)
+    model.fit(dataset, epochs=cfg["epochs"], verbose=0, shuffle=False)  # the views come shuffled
     return model
 
 

@@ -165,10 +165,12 @@ def augmented_dataset(
         for index in balanced_order(y, rng, data["balance"]):
             yield random_view(contexts[index], size, rng, aug)[..., np.newaxis], np.float32(y[index])
 
+    per_epoch = len(balanced_order(y, np.random.default_rng(0), data["balance"]))
     signature = (tf.TensorSpec((size, size, 1), tf.uint8), tf.TensorSpec((), tf.float32))
-    dataset = tf.data.Dataset.from_generator(views, output_signature=signature).batch(batch)
+    dataset = tf.data.Dataset.from_generator(views, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch)).batch(batch)
     dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
-    return dataset.prefetch(2), len(balanced_order(y, np.random.default_rng(0), data["balance"]))
+    return dataset.prefetch(2), per_epoch
 
 
 def training_data(processed: str, params: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
