@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from pneumo.datasets import DataError, read_labelled
-from pneumo.images import ImageError, decode, prepare
 from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
 from tasks.evaluate import (
     REPORTED,
@@ -31,6 +30,7 @@ from tasks.evaluate import (
     predict,
     roc_figure,
 )
+from tasks.preprocess import load_images
 
 
 @dataclass
@@ -93,20 +93,12 @@ def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataF
     Raises:
         DataError: fewer than one readable image of each class.
     """
-    images, keep = [], []
-    for path in table["path"]:
-        try:
-            images.append(prepare(decode(Path(path).read_bytes()), size, square))
-            keep.append(True)
-        except (ImageError, OSError) as error:
-            print(f"evaluate: skipping unreadable image {Path(path).name}: {error}")
-            keep.append(False)
-    unreadable = len(keep) - sum(keep)
-    table = table[keep].reset_index(drop=True)
+    images, unreadable = load_images(table["path"], size, square)
+    table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table["label"].nunique() < 2:
-        raise DataError(f"{unreadable} unreadable images leave no readable image of one class or both")
-    table.attrs["unreadable"] = unreadable
-    return table, np.stack(images)
+        raise DataError(f"{len(unreadable)} unreadable images leave no readable image of one class or both")
+    table.attrs["unreadable"] = len(unreadable)
+    return table, images
 
 
 def assess(

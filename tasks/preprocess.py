@@ -73,17 +73,21 @@ def balance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, params: dict
     return np.concatenate([x, extra]), np.concatenate([y, np.full(needed, minority, y.dtype)])
 
 
-def _load_images(table: pd.DataFrame, size: int, square: str) -> tuple[np.ndarray, list[int]]:
-    """The prepared images and the positions of the unreadable rows."""
+def load_images(paths: pd.Series, size: int, square: str) -> tuple[np.ndarray, list[int]]:
+    """Decode and prepare image files as the service does, skipping (and naming) unreadable ones.
+
+    Returns:
+        The prepared ``uint8`` images of the readable files and the positions of the unreadable ones.
+    """
     images, unreadable = [], []
-    for position, path in enumerate(table["path"]):
+    for position, path in enumerate(paths):
         try:
             images.append(prepare(decode(Path(path).read_bytes()), size, square))
         except (ImageError, OSError) as error:
-            print(f"preprocess: skipping unreadable image {Path(path).name}: {error}")
+            print(f"skipping unreadable image {Path(path).name}: {error}")
             unreadable.append(position)
         if (position + 1) % 500 == 0:
-            print(f"preprocess: {position + 1}/{len(table)} images decoded")
+            print(f"{position + 1}/{len(paths)} images decoded")
     return np.stack(images) if images else np.zeros((0, size, size), np.uint8), unreadable
 
 
@@ -130,7 +134,7 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
         print(f"preprocess: reusing {out}")
         return str(out)
     table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
-    images, unreadable = _load_images(table, data["image_size"], data["square"])
+    images, unreadable = load_images(table["path"], data["image_size"], data["square"])
     table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table.empty:
         raise DataError(f"none of the images in {raw_dir} could be read")
