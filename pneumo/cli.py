@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pneumo.config import DEFAULT_PROFILE, Settings, apply_client_env, parse_overrides, workdir
+from pneumo.config import DEFAULT_PROFILE, Settings, apply_client_env, parse_overrides
 from pneumo.stages import app as stages_app
 
 app = typer.Typer(help="Pneumonia detection on chest X-rays, with its MLOps loop.", no_args_is_help=True)
@@ -175,7 +175,7 @@ def evaluate_cmd(
     """Measure a model on your own labelled images: metrics with 95% intervals, ROC, per-image CSV."""
     from datetime import UTC, datetime
 
-    from pneumo.config import load_params
+    from pneumo.config import load_params, state_dir
     from pneumo.datasets import DataError
     from pneumo.stack import http_ok
 
@@ -188,7 +188,7 @@ def evaluate_cmd(
 
     params = load_params()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    out = out or workdir() / "evaluations" / f"{data.resolve().name}-{stamp}"
+    out = out or state_dir() / "evaluations" / f"{data.resolve().name}-{stamp}"
     try:
         spec = resolve_model(model, params["registry"]["model_name"])
         if threshold is not None:
