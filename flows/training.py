@@ -16,7 +16,7 @@ from tasks.ingest import SourceError, ingest, version_data
 from tasks.preprocess import preprocess
 from tasks.reference import build_reference
 from tasks.registry import decide, evaluate_champion, promote, record_gate, register
-from tasks.threshold import cross_validated_threshold
+from tasks.threshold import check_threshold_params, cross_validated_threshold
 from tasks.train import train
 
 
@@ -57,6 +57,7 @@ def training(source: str = "s3://pneumo-raw/synthetic", profile: str = "default"
         ``model_uri``, ``version``, ``promoted``, the gate's reasons, and the test metrics.
     """
     params = load_params(profile, overrides)
+    check_threshold_params(params)
     check_services(source)
     raw_dir = ingest(source)
     data_version = version_data(raw_dir)

@@ -1,7 +1,7 @@
 """Training-time augmentation for real X-rays: the geometry and acquisition shifts clinics produce.
 
 Training keeps a *context* image per example: the grayscale original with its short side at
-``size / zoom`` (so that even the most zoomed-in view is scaled down, never up, as at inference)
+``size / zoom`` (so that views are resized from at least the model's input size, as at inference)
 and its long side cut to at most ``squeeze`` times that. Every epoch draws a
 new random view of it (:func:`random_view`): a crop that is square or up to ``squeeze`` times
 longer along the long side (resized to a square, that is a squashed image, as when a clinic's

@@ -63,10 +63,11 @@ def train_stage(profile: Profile = "demo") -> None:
 
     from tasks.evaluate import evaluate
     from tasks.reference import build_reference
-    from tasks.threshold import cross_validated_threshold
+    from tasks.threshold import check_threshold_params, cross_validated_threshold
     from tasks.train import train
 
     paths, params = _paths(), load_params(profile)
+    check_threshold_params(params)
     processed = str(paths["processed"])
     run = train.fn(processed, params, "dvc-pipeline", "dvc repro")
     folds = params["gate"]["threshold_folds"]

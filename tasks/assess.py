@@ -96,7 +96,7 @@ def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataF
     images, unreadable = load_images(table["path"], size, square)
     table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table["label"].nunique() < 2:
-        raise DataError(f"{len(unreadable)} unreadable images leave no readable image of one class or both")
+        raise DataError(f"after skipping {len(unreadable)} unreadable images one class has none left")
     table.attrs["unreadable"] = len(unreadable)
     return table, images
 

@@ -24,6 +24,7 @@ from pneumo.datasets import DataError, read_labelled
 from pneumo.images import ImageError, decode, prepare
 
 SPLITS = ("train", "val", "test")
+FORMAT = 2  # of the processed folder: part of its cache key, so older folders are not reused
 
 
 def split_patients(table: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
@@ -115,7 +116,7 @@ def load_contexts(processed: str) -> tuple[list[np.ndarray], np.ndarray]:
 
 def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) -> Path:
     """Where the processed splits of this data version and these parameters go."""
-    key = json.dumps([data_version, data_params], sort_keys=True).encode()
+    key = json.dumps([FORMAT, data_version, data_params], sort_keys=True).encode()
     return workdir() / "data" / "processed" / f"{Path(raw_dir).name}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 

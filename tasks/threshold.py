@@ -45,6 +45,19 @@ def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str,
     return model
 
 
+def check_threshold_params(params: dict[str, Any]) -> None:
+    """Refuse a cross-validated threshold the recipe cannot give, before any work is done.
+
+    Raises:
+        ValueError: ``gate.threshold_folds`` is 1 or negative, or set without online augmentation.
+    """
+    folds = params["gate"]["threshold_folds"]
+    if folds and folds < 2:
+        raise ValueError(f"gate.threshold_folds must be 0 (validation split) or at least 2, not {folds}")
+    if folds and not params["data"]["augment"]["online"]:
+        raise ValueError("gate.threshold_folds needs data.augment.online: true")
+
+
 @task(name="cross-validated-threshold")
 def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[str, float]:
     """The threshold reaching ``gate.target_sensitivity`` on out-of-fold predictions of the train split.
@@ -53,11 +66,10 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
         ``threshold`` and the out-of-fold ``oof_auc``, ``oof_sensitivity``, ``oof_specificity``.
 
     Raises:
-        ValueError: the recipe does not augment online (the folds are drawn from context images).
+        ValueError: see :func:`check_threshold_params`; or fewer patients of a class than folds.
     """
+    check_threshold_params(params)
     folds = params["gate"]["threshold_folds"]
-    if not params["data"]["augment"]["online"]:
-        raise ValueError("gate.threshold_folds needs data.augment.online: true")
     contexts, y = load_contexts(processed)
     x, _ = load_split(processed, "train")
     patients = split_rows(processed, "train")["patient_id"].to_numpy()

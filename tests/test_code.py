@@ -19,6 +19,7 @@ from tasks.assess import prepare_table
 from tasks.evaluate import binary_metrics, choose_threshold
 from tasks.preprocess import balance, split_patients
 from tasks.registry import decide
+from tasks.threshold import check_threshold_params
 
 GATE = load_params()["gate"]
 GOOD = {"test_auc": 0.95, "test_sensitivity": 0.96, "test_specificity": 0.80}
@@ -272,3 +273,16 @@ def test_evaluation_refuses_a_folder_without_readable_images_of_both_classes(tmp
     table = read_labelled(tmp_path)
     with pytest.raises(DataError, match="unreadable"):
         prepare_table(table, 32, "crop")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gate": {"threshold_folds": 1}}, "at least 2"),
+        ({"data": {"augment": {"online": False}}}, "online"),
+    ],
+)
+def test_impossible_threshold_folds_are_refused_before_any_work(overrides: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        check_threshold_params(load_params("xray", overrides))
+    check_threshold_params(load_params("xray"))  # the profile itself is fine
