@@ -195,16 +195,14 @@ def main(
     out: Annotated[Path | None, typer.Option(help="Folder for predictions and results.json.")] = None,
 ) -> None:
     """Cross-validate a recipe on a labelled folder and print its quality and robustness."""
-    import numpy as np
     import pandas as pd
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold
 
     from pneumo.augment import context, context_side
     from pneumo.config import load_params, parse_overrides, state_dir
     from pneumo.datasets import read_labelled
     from pneumo.images import decode
-    from tasks.threshold import fit_on_contexts
+    from tasks.threshold import fit_on_contexts, patient_folds
 
     overrides = parse_overrides(set_ or [])
     params = load_params(profile, overrides)
@@ -219,8 +217,10 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     print(f"{len(table)} images ({int(y.sum())} pneumonia, {table['patient_id'].nunique()} patients), "
           f"profile {profile}, {folds} folds by patient; results in {out}")  # fmt: skip
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=params["data"]["seed"])
-    splits = list(splitter.split(np.zeros(len(y)), y, table["patient_id"]))
+    splits = patient_folds(y, table["patient_id"].to_numpy(), folds, params["data"]["seed"])
+    augment = params["data"]["augment"]
+    side = context_side(params["data"]["image_size"], augment)
+    contexts = [context(original, side, augment["squeeze"]) for original in originals]
     seconds = []
     for k in fold if fold is not None else range(folds):
         path = out / f"fold{k}.csv"
@@ -231,9 +231,8 @@ def main(
         train_rows, test_rows = splits[k]
         print(f"fold {k}: training on {len(train_rows)} images, holding out {len(test_rows)}", flush=True)
         started = time.monotonic()
-        side = context_side(params["data"]["image_size"], params["data"]["augment"])
-        contexts = [context(originals[i], side, params["data"]["augment"]["squeeze"]) for i in train_rows]
-        model = fit_on_contexts(contexts, y[train_rows], params, params["train"]["seed"] + k)
+        fold_contexts = [contexts[i] for i in train_rows]
+        model = fit_on_contexts(fold_contexts, y[train_rows], params, params["train"]["seed"] + k)
         seconds.append(time.monotonic() - started)
         predictions = fold_predictions(model, originals, test_rows, params)
         rows = table.iloc[test_rows][["path", "patient_id", "label"]].assign(fold=k, **predictions)

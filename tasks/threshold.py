@@ -45,6 +45,14 @@ def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str,
     return model
 
 
+def patient_folds(
+    y: np.ndarray, patients: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(fit_rows, held_rows)`` of each fold: stratified by label, no patient in two folds."""
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, patients))
+
+
 def check_threshold_params(params: dict[str, Any]) -> None:
     """Refuse a cross-validated threshold the recipe cannot give, before any work is done.
 
@@ -73,10 +81,9 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
     contexts, y = load_contexts(processed)
     x, _ = load_split(processed, "train")
     patients = split_rows(processed, "train")["patient_id"].to_numpy()
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=params["data"]["seed"])
     oof = np.zeros(len(y))
     started = time.monotonic()
-    for k, (fit_rows, held_rows) in enumerate(splitter.split(x, y, patients)):
+    for k, (fit_rows, held_rows) in enumerate(patient_folds(y, patients, folds, params["data"]["seed"])):
         model = fit_on_contexts(
             [contexts[i] for i in fit_rows], y[fit_rows], params, params["train"]["seed"] + k
         )
