@@ -26,7 +26,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS  # noqa: E402
 from serving.records import make_engine, predictions  # noqa: E402
-from tasks.monitoring import load_production, run_report  # noqa: E402
+from tasks.monitor import load_production, run_report  # noqa: E402
 
 app = typer.Typer(add_completion=False)
 

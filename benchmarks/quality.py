@@ -102,7 +102,7 @@ def summarise(table: Any, folds: int, target_sensitivity: float) -> dict[str, An
     import numpy as np
     from sklearn.metrics import roc_curve
 
-    from tasks.evaluate import binary_metrics, bootstrap_intervals, choose_threshold
+    from pneumo.metrics import binary_metrics, bootstrap_intervals, choose_threshold
 
     results: dict[str, Any] = {"thresholds": {}, "conditions": {}}
     for k in range(folds):

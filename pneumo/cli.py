@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from pneumo.config import DEFAULT_PROFILE, Settings, apply_client_env, parse_overrides
+from pneumo.cli_model import app as model_app
+from pneumo.config import (
+    DEFAULT_PROFILE,
+    DEMO_SOURCE,
+    Settings,
+    apply_client_env,
+    load_params,
+    parse_overrides,
+)
 from pneumo.stages import app as stages_app
 
 app = typer.Typer(help="Pneumonia detection on chest X-rays, with its MLOps loop.", no_args_is_help=True)
@@ -16,13 +24,10 @@ stack_app = typer.Typer(
     help="Start, stop and inspect the local S3 + MLflow + Prefect stack.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Make and upload data sets.", no_args_is_help=True)
-model_app = typer.Typer(help="Inspect the registry and roll back.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(stages_app, name="stage")
-
-DEMO_SOURCE = "s3://pneumo-raw/synthetic"
 
 
 def _fail(message: str) -> None:
@@ -115,16 +120,32 @@ def push_folder(folder: Path, to: str | None = None) -> str:
 
 
 def run_training(data: str, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Run the training flow on an S3 URI or a local folder (uploaded first)."""
+    """Run the training flow on an S3 URI or a local folder (uploaded first), as the operator.
+
+    Profile, overrides and the folder are checked before anything is uploaded.
+    """
     settings = apply_client_env()
     from pneumo.stack import http_ok
 
+    try:
+        load_params(profile, overrides)
+    except ValueError as error:
+        _fail(str(error))
+    if not data.startswith("s3://") and not Path(data).is_dir():
+        _fail(f"--data {data}: no such folder (give a local folder or an s3:// URI)")
     if not http_ok(f"{settings.prefect_api_url}/health"):
         _fail(f"Prefect server {settings.prefect_api_url} is not reachable: run `pneumo stack up` first")
     source = data if data.startswith("s3://") else push_folder(Path(data))
-    from flows.training import training
+    from flows.training_flow import training
+    from pneumo.datasets import DataError
+    from pneumo.services import ServiceUnavailable
+    from tasks.ingest import DvcError, SourceError
 
-    return training(source=source, profile=profile, overrides=overrides)
+    try:
+        return training(source=source, profile=profile, overrides=overrides, trigger="operator")
+    except (ServiceUnavailable, SourceError, DataError, DvcError) as error:
+        ui = settings.prefect_api_url.removesuffix("/api")
+        _fail(f"{error} (the flow run's log is in the Prefect UI, {ui})")
 
 
 @app.command("train")
@@ -175,7 +196,7 @@ def evaluate_cmd(
     """Measure a model on your own labelled images: metrics with 95% intervals, ROC, per-image CSV."""
     from datetime import UTC, datetime
 
-    from pneumo.config import load_params, state_dir
+    from pneumo.config import state_dir
     from pneumo.datasets import DataError
     from pneumo.stack import http_ok
 
@@ -205,44 +226,6 @@ def evaluate_cmd(
         run_id = log_to_mlflow(report, out, params["registry"]["evaluation_experiment"])
         typer.echo(f"logged to MLflow run {run_id}")
     typer.echo(f"report files: {out} (metrics.json, predictions.csv, roc.png, confusion_matrix.png)")
-
-
-@model_app.command("show")
-def model_show() -> None:
-    """List the registered versions with their aliases, gate verdicts and test AUC."""
-    import mlflow
-
-    apply_client_env()
-    from pneumo.config import load_params
-
-    name = load_params()["registry"]["model_name"]
-    client = mlflow.MlflowClient()
-    by_version: dict[str, list[str]] = {}
-    for alias, number in client.get_registered_model(name).aliases.items():
-        by_version.setdefault(str(number), []).append(alias)
-    for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
-        aliases = ",".join(by_version.get(str(version.version), [])) or "-"
-        tags = version.tags
-        typer.echo(
-            f"v{version.version:<4} {aliases:18s} gate={tags.get('gate', '?'):8s} "
-            f"auc={tags.get('test_auc', '?'):7s} threshold={tags.get('threshold', '?')[:6]}"
-        )
-
-
-@model_app.command("rollback")
-def model_rollback(
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "manual rollback",
-) -> None:
-    """Make the `previous` version the `champion` again."""
-    apply_client_env()
-    from pneumo.config import load_params
-    from tasks.registry import rollback
-
-    try:
-        result = rollback(load_params()["registry"]["model_name"], reason)
-    except LookupError as error:
-        _fail(str(error))
-    typer.echo(json.dumps(result))
 
 
 from pneumo import cli_ops  # noqa: E402, F401  (registers serve, monitor, deploy, run)

@@ -14,8 +14,9 @@ from typing import Annotated
 
 import typer
 
-from pneumo.cli import DEMO_SOURCE, _fail, _print_urls, app, data_synth, push_folder, run_training
-from pneumo.config import apply_client_env, workdir
+from pneumo.cli import _fail, _print_urls, app, data_synth, push_folder, run_training
+from pneumo.config import DEMO_SOURCE, apply_client_env, workdir
+from pneumo.orchestration import ensure_zombie_automation
 
 
 def gunicorn_command(host: str, port: int, workers: int, threads: int) -> tuple[list[str], dict[str, str]]:
@@ -57,7 +58,7 @@ def monitor_cmd(
 ) -> None:
     """Run the monitoring flow once; the last line printed is a JSON summary."""
     apply_client_env()
-    from flows.monitoring import monitoring
+    from flows.monitoring_flow import monitoring
 
     try:
         summary = monitoring(since=since, until=until, trigger_retraining=retrain)
@@ -70,23 +71,35 @@ WORK_POOL = "pneumo-process"
 
 
 def register_deployments() -> None:
-    """Create the process work pool if needed and register every deployment of prefect.yaml."""
+    """Create the process work pool if needed, register every deployment of prefect.yaml, and the
+    automation that marks flow runs whose process died as CRASHED."""
     import os
     import subprocess
     import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
 
     from pneumo.config import ROOT
 
     prefect = str(Path(sys.executable).parent / "prefect")
     env = {**os.environ, "PNEUMO_HOME": str(ROOT)}
-    pools = subprocess.run([prefect, "work-pool", "ls"], capture_output=True, text=True, env=env)
-    if WORK_POOL not in pools.stdout:
-        subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process"], check=True, env=env,
-                       capture_output=True)  # fmt: skip
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(WORK_POOL)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                template = ProcessWorker.get_default_base_job_template()
+                client.create_work_pool(
+                    WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template)
+                )
     result = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
                             capture_output=True, text=True)  # fmt: skip
     if result.returncode != 0:
         _fail(f"prefect deploy failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    ensure_zombie_automation()
 
 
 def worker_command() -> list[str]:

@@ -14,9 +14,12 @@ from typing import Any
 
 import yaml
 
+from pneumo.validation import ParamsError, check_types, check_values
+
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "params.yaml"
 DEFAULT_PROFILE = "default"
+DEMO_SOURCE = "s3://pneumo-raw/synthetic"  # where `make run` uploads the synthetic data set
 
 
 def state_dir() -> Path:
@@ -98,6 +101,12 @@ class Settings:
             "ITERATIVE_DO_NOT_TRACK": "1",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            # Short client retries: pneumo.services bounds the wait for a lost service, and says so.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+            # Flow runs send heartbeats; a run whose process died is marked CRASHED (pneumo.orchestration).
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
         }
 
 
@@ -141,6 +150,9 @@ def load_params(
 ) -> dict[str, Any]:
     """Parameters of one profile: the base sections, the profile on top, then overrides.
 
+    Every value is checked (:mod:`pneumo.validation`) before the parameters are returned, so a
+    wrong key or value stops a command before it uploads, ingests or trains anything.
+
     Args:
         profile: name of a profile under ``profiles:`` in params.yaml, or ``default``.
         overrides: nested values that win over both.
@@ -150,24 +162,17 @@ def load_params(
         The merged parameters, with ``profile`` recorded in them.
 
     Raises:
-        ValueError: the profile does not exist, or an override names an unknown key.
+        ParamsError: the profile does not exist, or a key or value is not one the recipe can use.
     """
     raw = yaml.safe_load(path.read_text())
     profiles = raw.pop("profiles", {}) or {}
     raw.pop("dvc", None)
     if profile != DEFAULT_PROFILE and profile not in profiles:
         known = ", ".join([DEFAULT_PROFILE, *sorted(profiles)])
-        raise ValueError(f"unknown profile {profile!r}; known profiles: {known}")
-    params = _deep_merge(raw, profiles.get(profile, {}))
-    _check_known_keys(params, overrides or {})
-    params = _deep_merge(params, overrides or {})
+        raise ParamsError(f"unknown profile {profile!r}; known profiles: {known}")
+    check_types(raw, profiles.get(profile, {}), prefix="")
+    check_types(raw, overrides or {})
+    params = _deep_merge(_deep_merge(raw, profiles.get(profile, {})), overrides or {})
+    check_values(params)
     params["profile"] = profile
     return params
-
-
-def _check_known_keys(params: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
-    for key, value in overrides.items():
-        if key not in params:
-            raise ValueError(f"unknown parameter {prefix}{key!r} (not in params.yaml)")
-        if isinstance(value, dict) and isinstance(params[key], dict):
-            _check_known_keys(params[key], value, f"{prefix}{key}.")

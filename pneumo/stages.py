@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
-from pneumo.config import apply_client_env, load_params, workdir
+from pneumo.config import PARAMS_FILE, apply_client_env, load_params, workdir
 
 # The tasks run outside a flow here: their logs go to the terminal, not to the Prefect API.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -63,11 +64,10 @@ def train_stage(profile: Profile = "demo") -> None:
 
     from tasks.evaluate import evaluate
     from tasks.reference import build_reference
-    from tasks.threshold import check_threshold_params, cross_validated_threshold
+    from tasks.threshold import cross_validated_threshold
     from tasks.train import train
 
     paths, params = _paths(), load_params(profile)
-    check_threshold_params(params)
     processed = str(paths["processed"])
     run = train.fn(processed, params, "dvc-pipeline", "dvc repro")
     folds = params["gate"]["threshold_folds"]
@@ -80,15 +80,29 @@ def train_stage(profile: Profile = "demo") -> None:
     _write_json(paths["reports"] / "metrics.json", results)
 
 
+def _pipeline_data() -> dict[str, str]:
+    """The DVC version of ``data/raw/pipeline`` as dvc.lock recorded it when the ingest stage ran."""
+    lock = workdir() / "dvc.lock"
+    stages = yaml.safe_load(lock.read_text())["stages"] if lock.exists() else {}
+    for out in stages.get("ingest", {}).get("outs", []):
+        if out["path"] == "data/raw/pipeline":
+            return {"data_version": out["md5"], "data_path": out["path"]}
+    return {"data_version": "unversioned", "data_path": "data/raw/pipeline"}
+
+
 @app.command("promote")
 def promote_stage(profile: Profile = "demo") -> None:
     """Register the trained model and promote it through the gate."""
     apply_client_env()
-    from flows.training import gate_and_promote
+    from flows.training_flow import gate_and_promote
+    from pneumo.contract import Recipe
+    from pneumo.orchestration import training_slot
 
     paths, params = _paths(), load_params(profile)
     run = json.loads((paths["reports"] / "train.json").read_text())
     results = json.loads((paths["reports"] / "metrics.json").read_text())
-    summary = gate_and_promote(str(paths["processed"]), run, results, params, "dvc-pipeline")
+    recipe = Recipe(yaml.safe_load(PARAMS_FILE.read_text())["dvc"]["source"], profile, {}, "operator")
+    with training_slot(params["registry"]["model_name"]):
+        summary = gate_and_promote(str(paths["processed"]), run, results, params, _pipeline_data(), recipe)
     _write_json(paths["reports"] / "promotion.json", summary)
     typer.echo(json.dumps(summary, default=str))

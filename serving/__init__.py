@@ -35,10 +35,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     Args:
         test_config: values that win over the environment (tests).
     """
-    apply_client_env()
     # A registry check must fail fast when the registry is down: the model in hand keeps serving.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    apply_client_env()
     from serving import metrics
     from serving.api import bp as api_bp
     from serving.model import ModelHolder

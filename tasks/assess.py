@@ -21,15 +21,9 @@ import numpy as np
 import pandas as pd
 
 from pneumo.datasets import DataError, read_labelled
+from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals
 from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
-from tasks.evaluate import (
-    REPORTED,
-    binary_metrics,
-    bootstrap_intervals,
-    confusion_figure,
-    predict,
-    roc_figure,
-)
+from tasks.evaluate import confusion_figure, predict, roc_figure
 from tasks.preprocess import load_images
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import matplotlib
@@ -13,46 +12,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from pneumo.images import load_prepared, model_input
+from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold
 from pneumo.models import load_keras
 from tasks.preprocess import load_split, split_rows
-
-
-def choose_threshold(y: np.ndarray, p: np.ndarray, target_sensitivity: float) -> float:
-    """The highest threshold whose sensitivity on ``(y, p)`` is at least the target."""
-    positives = np.sort(p[y == 1])[::-1]
-    if len(positives) == 0:
-        raise ValueError("cannot choose a threshold without positive examples")
-    needed = math.ceil(target_sensitivity * len(positives))
-    return float(positives[max(needed, 1) - 1])
-
-
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUC and the confusion-matrix metrics of predictions ``p >= threshold``."""
-    predicted = (p >= threshold).astype(int)
-    tp = int(((predicted == 1) & (y == 1)).sum())
-    tn = int(((predicted == 0) & (y == 0)).sum())
-    fp = int(((predicted == 1) & (y == 0)).sum())
-    fn = int(((predicted == 0) & (y == 1)).sum())
-
-    def ratio(a: int, b: int) -> float:
-        return a / b if b else 0.0
-
-    precision, sensitivity = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    return {
-        "auc": float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan"),
-        "sensitivity": sensitivity,
-        "specificity": ratio(tn, tn + fp),
-        "precision": precision,
-        "f1": ratio(2 * tp, 2 * tp + fp + fn),
-        "accuracy": ratio(tp + tn, len(y)),
-        "tp": tp,
-        "tn": tn,
-        "fp": fp,
-        "fn": fn,
-    }
 
 
 def predict(model: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -65,46 +30,6 @@ def test_images_at(processed: str, size: int, square: str) -> tuple[np.ndarray, 
     test = split_rows(processed, "test")
     x = np.stack([load_prepared(path, size, square) for path in test["path"]])
     return x, test["label"].to_numpy(np.int64)
-
-
-REPORTED = ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy")
-
-
-def bootstrap_intervals(
-    y: np.ndarray,
-    p: np.ndarray,
-    threshold: float,
-    groups: np.ndarray | None = None,
-    resamples: int = 1000,
-    seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """95% percentile bootstrap intervals of the :data:`REPORTED` metrics at ``threshold``.
-
-    Args:
-        y: labels (1 = pneumonia).
-        p: probabilities.
-        threshold: the decision threshold.
-        groups: a patient id per image; patients, not images, are resampled (images of one patient
-            are not independent). None resamples images.
-        resamples: bootstrap resamples.
-        seed: random seed, so the intervals repeat.
-    """
-    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    unique, members = np.unique(groups, return_inverse=True)
-    rows_of = [np.flatnonzero(members == g) for g in range(len(unique))]
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {name: [] for name in REPORTED}
-    for _ in range(resamples):
-        rows = np.concatenate([rows_of[g] for g in rng.integers(0, len(unique), len(unique))])
-        if len(np.unique(y[rows])) < 2:
-            continue
-        metrics = binary_metrics(y[rows], p[rows], threshold)
-        for name in REPORTED:
-            draws[name].append(metrics[name])
-    return {
-        name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (math.nan, math.nan)
-        for name, v in draws.items()
-    }
 
 
 def roc_figure(y: np.ndarray, p: np.ndarray, metrics: dict[str, float], title: str):

@@ -1,25 +1,40 @@
-"""Ingest: list and download raw images and labels from S3, then version them with DVC."""
+"""Ingest: download raw images and labels from S3 into an immutable snapshot, version it with DVC.
+
+A snapshot folder is named after its content (the S3 keys and ETags it mirrors), built aside and
+moved into place in one rename, and never changed afterwards: two runs reading one data set each
+read a complete folder, never one another run is rewriting. Its DVC version (the directory md5)
+is recorded with the model, so any version's data can be restored later (:func:`restore_data`).
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+import time
+import uuid
+from pathlib import Path, PurePosixPath
 
 import yaml
 from prefect import task
 
 from pneumo.config import Settings, state_dir, workdir
+from pneumo.services import SERVICE_TASK, until_reachable
 from pneumo.storage import list_objects, s3_client, split_uri
 
 DVC = str(Path(sys.executable).parent / "dvc")
+RAW = Path("data") / "raw"
 
 
 class SourceError(RuntimeError):
     """The S3 source cannot be read; the message says why."""
+
+
+class DvcError(RuntimeError):
+    """A DVC command failed; the message carries DVC's own output."""
 
 
 def dataset_name(source: str) -> str:
@@ -28,88 +43,192 @@ def dataset_name(source: str) -> str:
     return "-".join([bucket, *filter(None, prefix.split("/"))])
 
 
+def relative_keys(objects: list[dict], prefix: str) -> list[str]:
+    """Each object's path below ``prefix``; refuses keys that would land outside the folder.
+
+    Raises:
+        SourceError: naming the keys with ``..``, ``.``, empty parts or an absolute path.
+    """
+    relative, bad = [], []
+    for obj in objects:
+        rest = obj["Key"][len(prefix) :].lstrip("/") if prefix else obj["Key"]
+        parts = rest.split("/")
+        if not rest or rest.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in rest:
+            bad.append(obj["Key"])
+        relative.append(str(PurePosixPath(*parts)) if parts != [""] else "")
+    if bad:
+        shown = ", ".join(repr(k) for k in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise SourceError(f"refusing {len(bad)} S3 keys that would land outside the data folder: {shown}")
+    return relative
+
+
 def _cache_path(etag: str, key: str) -> Path:
     digest = etag.strip('"').replace("-", "_") or key.replace("/", "_")
     return state_dir() / "cache" / "objects" / digest[:2] / digest
 
 
-@task(name="ingest", retries=3, retry_delay_seconds=5)
-def ingest(source: str, target: str | None = None) -> str:
-    """Mirror ``source`` into ``target`` (default ``data/raw/<dataset>``) through a content-addressed cache.
+def _manifest_digest(objects: list[dict]) -> str:
+    lines = sorted(f"{o['Key']}\t{o.get('ETag', '').strip(chr(34))}\t{o['Size']}" for o in objects)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
-    Objects already in the cache (same ETag) are not downloaded again. A ``manifest.csv`` lists
-    each object's key, ETag and size.
 
-    Returns:
-        The local raw-data folder.
-
-    Raises:
-        SourceError: the bucket is missing or unreachable, or holds no objects.
-    """
+def _list(source: str) -> list[dict]:
     client = s3_client()
     bucket, _ = split_uri(source)
     try:
         objects = [o for o in list_objects(client, source) if not o["Key"].endswith("/")]
     except client.exceptions.NoSuchBucket as error:
         raise SourceError(f"bucket {bucket!r} does not exist (source {source})") from error
-    except Exception as error:  # botocore raises many types for "cannot reach the endpoint"
-        raise SourceError(f"cannot list {source} at {Settings.from_env().s3_endpoint}: {error}") from error
     if not objects:
         raise SourceError(f"{source} is empty: push data first (pneumo data push DIR)")
+    return objects
 
-    _, prefix = split_uri(source)
-    target = Path(target) if target else workdir() / "data" / "raw" / dataset_name(source)
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    downloaded = 0
-    for index, obj in enumerate(objects, 1):
-        cached = _cache_path(obj.get("ETag", ""), obj["Key"])
-        if not cached.exists():
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_suffix(".part")
-            client.download_file(bucket, obj["Key"], str(partial))
-            partial.rename(cached)
-            downloaded += 1
-        local = target / obj["Key"][len(prefix) :].lstrip("/")
-        local.parent.mkdir(parents=True, exist_ok=True)
+
+def _materialise(source: str, objects: list[dict], target: Path) -> None:
+    """Download (through the content-addressed cache) into a staging folder, then rename it to ``target``."""
+    client = s3_client()
+    bucket, prefix = split_uri(source)
+    relative = relative_keys(objects, prefix)
+    staging = target.parent / f".incoming-{target.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        downloaded = 0
+        for index, (obj, rel) in enumerate(zip(objects, relative, strict=True), 1):
+            cached = _cache_path(obj.get("ETag", ""), obj["Key"])
+            if not cached.exists():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial = cached.with_name(f"{cached.name}.{uuid.uuid4().hex[:8]}.part")
+                client.download_file(bucket, obj["Key"], str(partial))
+                partial.rename(cached)
+                downloaded += 1
+            local = staging / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(cached, local)
+            except OSError:
+                shutil.copyfile(cached, local)
+            if index % 200 == 0 or index == len(objects):
+                print(f"ingest: {index}/{len(objects)} objects ({downloaded} downloaded, rest cached)")
+        with (staging / "manifest.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["key", "etag", "size"])
+            writer.writerows([o["Key"], o.get("ETag", "").strip('"'), o["Size"]] for o in objects)
         try:
-            os.link(cached, local)
-        except OSError:
-            shutil.copyfile(cached, local)
-        if index % 200 == 0 or index == len(objects):
-            print(f"ingest: {index}/{len(objects)} objects ({downloaded} downloaded, rest cached)")
-    with (target / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["key", "etag", "size"])
-        writer.writerows([o["Key"], o.get("ETag", "").strip('"'), o["Size"]] for o in objects)
-    return str(target)
+            staging.rename(target)
+        except OSError:  # another run built the same snapshot first: same content, keep theirs
+            shutil.rmtree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
-def _dvc(*args: str, cwd: Path) -> str:
-    result = subprocess.run([DVC, *args], cwd=cwd, capture_output=True, text=True)
+@task(name="ingest", **SERVICE_TASK)
+@until_reachable("downloading the data set from S3")
+def ingest(source: str, target: str | None = None) -> str:
+    """Mirror ``source`` into an immutable snapshot ``data/raw/<dataset>-<content digest>``.
+
+    Objects already in the cache (same ETag) are not downloaded again; a snapshot that exists is
+    reused as it is. With ``target`` (the DVC stage) the folder is replaced instead. A
+    ``manifest.csv`` lists each object's key, ETag and size.
+
+    Returns:
+        The local raw-data folder.
+
+    Raises:
+        SourceError: the bucket is missing or holds no objects, or a key would escape the folder.
+    """
+    objects = _list(source)
+    if target is not None:
+        folder = Path(target)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _materialise(source, objects, folder)
+        return str(folder)
+    folder = workdir() / RAW / f"{dataset_name(source)}-{_manifest_digest(objects)[:12]}"
+    if (folder / "manifest.csv").exists():
+        print(f"ingest: snapshot {folder.name} already complete ({len(objects)} objects)")
+        return str(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(folder.parent)
+    _materialise(source, objects, folder)
+    return str(folder)
+
+
+def _remove_abandoned(raw: Path, hours: float = 6) -> None:
+    """Delete staging folders left by runs killed mid-ingest (no live run builds one this long)."""
+    cutoff = time.time() - hours * 3600
+    for staging in raw.glob(".incoming-*"):
+        if staging.stat().st_mtime < cutoff:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    """Run a DVC command (waiting for DVC's lock); its own message is in the error if it fails."""
+    result = subprocess.run([DVC, "--wait-for-lock", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed: {(result.stderr + result.stdout).strip()}")
+        output = (result.stderr + result.stdout).strip() or f"exit code {result.returncode}, no output"
+        raise DvcError(f"dvc {' '.join(args)} failed in {cwd}: {output[-2000:]}")
     return result.stdout
 
 
 def ensure_dvc_repo(root: Path, settings: Settings) -> None:
     """Make ``root`` a DVC project whose default remote is the DVC bucket on our S3."""
     if not (root / ".dvc").is_dir():
-        _dvc("init", *([] if (root / ".git").exists() else ["--no-scm"]), "-q", cwd=root)
+        dvc("init", *([] if (root / ".git").exists() else ["--no-scm"]), cwd=root)
     url = f"s3://{settings.dvc_bucket}/store"
-    _dvc("remote", "add", "--local", "--force", "--default", "storage", url, cwd=root)
-    _dvc("remote", "modify", "--local", "storage", "endpointurl", settings.s3_endpoint, cwd=root)
+    dvc("remote", "add", "--local", "--force", "--default", "storage", url, cwd=root)
+    dvc("remote", "modify", "--local", "storage", "endpointurl", settings.s3_endpoint, cwd=root)
 
 
-@task(name="version-data", retries=2, retry_delay_seconds=5)
+def _pointer(folder: Path) -> dict | None:
+    path = folder.with_name(f"{folder.name}.dvc")
+    return yaml.safe_load(path.read_text())["outs"][0] if path.exists() else None
+
+
+@task(name="version-data", **SERVICE_TASK)
+@until_reachable("pushing the data to the DVC remote")
 def version_data(raw_dir: str) -> str:
-    """``dvc add`` the raw folder and ``dvc push`` it; returns its DVC version (directory md5)."""
+    """``dvc add`` the raw folder (once: snapshots never change) and ``dvc push`` it.
+
+    Returns:
+        Its DVC version (the directory md5).
+    """
     root, folder = workdir(), Path(raw_dir)
     ensure_dvc_repo(root, Settings.from_env())
     relative = folder.relative_to(root).as_posix()
-    _dvc("add", "-q", relative, cwd=root)
-    _dvc("push", "-q", f"{relative}.dvc", cwd=root)
-    outs = yaml.safe_load(Path(f"{folder}.dvc").read_text())["outs"][0]
-    print(f"data version {outs['md5']} ({outs.get('nfiles', '?')} files) pushed to the DVC remote")
-    return outs["md5"]
+    pointer = _pointer(folder)
+    if pointer is None:
+        dvc("add", relative, cwd=root)
+        pointer = _pointer(folder)
+    dvc("push", f"{relative}.dvc", cwd=root)
+    print(f"data version {pointer['md5']} ({pointer.get('nfiles', '?')} files) pushed to the DVC remote")
+    return pointer["md5"]
+
+
+def restore_data(data_version: str, data_path: str) -> str:
+    """The raw folder of a recorded data version, pulled from the DVC remote if it is not here.
+
+    Args:
+        data_version: the DVC directory md5 recorded with a model version.
+        data_path: the folder it was ingested into, relative to the workdir (``data/raw/...``).
+
+    Returns:
+        The local folder, complete.
+
+    Raises:
+        DvcError: the remote does not hold that version (or cannot be reached).
+    """
+    root = workdir()
+    folder = root / data_path
+    pointer = _pointer(folder)
+    if pointer is not None and pointer["md5"] == data_version and (folder / "manifest.csv").exists():
+        return str(folder)
+    ensure_dvc_repo(root, Settings.from_env())
+    if pointer is None or pointer["md5"] != data_version:
+        folder = root / RAW / f"restored-{data_version.removesuffix('.dir')}"
+        outs = {"outs": [{"md5": data_version, "hash": "md5", "path": folder.name}]}
+        folder.with_name(f"{folder.name}.dvc").write_text(yaml.safe_dump(outs, sort_keys=False))
+    dvc("pull", folder.relative_to(root).with_name(f"{folder.name}.dvc").as_posix(), cwd=root)
+    print(f"restored data version {data_version} into {folder.relative_to(root)}")
+    return str(folder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.evaluate import REPORTED
+from pneumo.metrics import REPORTED
 
 CARD_ARTIFACT = "model_card.md"
 

@@ -128,8 +128,6 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     after the data version and parameters, so a rerun with both unchanged reuses it.
     """
     data = params["data"]
-    if data["augment"]["online"] and data["square"] != "crop":
-        raise ValueError("data.augment.online draws crops: it needs data.square: crop")
     out = Path(out) if out else processed_dir(raw_dir, data, data_version)
     if (out / "summary.json").exists():
         print(f"preprocess: reusing {out}")

@@ -1,95 +1,95 @@
-"""Registry: register candidates, gate them against the champion, move aliases, roll back.
+"""Registry: register candidates, record the gate's decision, move aliases, roll back, audit.
 
-Aliases: ``champion`` is the model in production, ``previous`` the one it replaced. Every alias
-change is written to the affected versions' tags and to an audit log artifact of their runs.
+Aliases (:mod:`pneumo.contract`): ``champion`` is the model in production, ``previous`` the one it
+replaced. A promotion moves ``champion`` first, in one call, and ``previous`` after: if anything
+fails in between, production is on a complete, passed model and a rerun repairs ``previous``.
+``champion`` moves only if it still points at the version the gate compared against.
+
+Every event (registered, gate, promoted, rolled back) is one JSON file of its own in the run of the
+version it is about (``registry/audit/``): never rewritten, so no event is lost to a failed read or
+a second writer. ``history`` reads them all back, and fails loudly when it cannot.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
-from mlflow.exceptions import MlflowException
 from prefect import task
 
-from pneumo.models import alias_version, load_keras
-from tasks.evaluate import binary_metrics, predict, test_images_at
+from pneumo.contract import AUDIT_FOLDER, CHAMPION, GATE_ARTIFACT, PARAMS_ARTIFACT, PREVIOUS, Recipe
+from pneumo.models import alias_version
+from pneumo.services import SERVICE_TASK, until_reachable
+from tasks.gate import GateDecision
 from tasks.model_card import CARD_ARTIFACT, render_card
-from tasks.preprocess import load_split
 
-CHAMPION, PREVIOUS = "champion", "previous"
-AUDIT_ARTIFACT = "registry/audit.jsonl"
-GATED_METRICS = ("test_auc", "test_sensitivity", "test_specificity")
-TAGGED_METRICS = (*GATED_METRICS, "test_precision", "test_f1", "test_accuracy")
+TAGGED_METRICS = ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1",
+                  "test_accuracy")  # fmt: skip
 
 
-@dataclass
-class GateDecision:
-    """Whether to promote, and why."""
-
-    promote: bool
-    reasons: list[str] = field(default_factory=list)
+EVENT_ORDER = {"registered": 0, "gate": 1, "promoted": 2, "rolled_back": 3}  # within one second
 
 
-def decide(
-    candidate: dict[str, float], champion: dict[str, Any] | None, gate: dict[str, Any]
-) -> GateDecision:
-    """Apply the gate: absolute minimums, then no regression beyond tolerance vs the champion.
+class ChampionMoved(RuntimeError):
+    """``champion`` no longer points at the version the gate compared against: gate again."""
+
+    retryable = False  # the flow gates again; retrying the move would fail the same way
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that must not happen (e.g. a rollback with nothing to roll back to)."""
+
+
+def audit(
+    name: str, version: str, event: str, reason: str, event_id: str | None = None, **details: Any
+) -> None:
+    """Record one event as its own artifact of the version's run, and tag the version.
+
+    ``event_id`` makes a retried write land on the same file instead of adding a second record.
+    """
+    client = mlflow.MlflowClient()
+    run_id = client.get_model_version(name, version).run_id
+    path = f"{AUDIT_FOLDER}/{event}-{event_id or uuid.uuid4().hex[:12]}.json"
+    if event_id and path in {item.path for item in client.list_artifacts(run_id, AUDIT_FOLDER)}:
+        return  # recorded by an earlier attempt
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    record = {"event": event, "at": at, "model": name, "version": str(version), "reason": reason, **details}
+    client.log_dict(run_id, record, path)
+    client.set_model_version_tag(name, version, f"{event}_at", at)
+    client.set_model_version_tag(name, version, f"{event}_reason", reason[:4000])
+
+
+def history(name: str) -> list[dict[str, Any]]:
+    """Every audit event of every version of ``name``, oldest first.
+
+    Raises:
+        MlflowException: the registry or an event could not be read (never an empty history).
+    """
+    client = mlflow.MlflowClient()
+    events = []
+    for version in client.search_model_versions(f"name='{name}'"):
+        for item in client.list_artifacts(version.run_id, AUDIT_FOLDER):
+            record = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{item.path}")
+            if record.get("model") == name and record.get("version") == str(version.version):
+                events.append(record)
+    return sorted(events, key=lambda e: (e["at"], EVENT_ORDER.get(e["event"], len(EVENT_ORDER))))
+
+
+@task(name="register", **SERVICE_TASK)
+@until_reachable("registering the model")
+def register(model_uri: str, run_id: str, results: dict[str, float], params: dict[str, Any],
+             data: dict[str, str], recipe: Recipe) -> str:  # fmt: skip
+    """Register the candidate as a new version, with its threshold, metrics, recipe and model card.
 
     Args:
-        candidate: the candidate's ``test_*`` metrics.
-        champion: the champion's metrics on the same test split and its ``version``, or None.
-        gate: the ``gate`` section of params.yaml.
-    """
-    failures = []
-    for metric in GATED_METRICS:
-        minimum = gate[f"min_{metric}"]
-        if not candidate[metric] >= minimum:  # also refuses NaN
-            failures.append(f"{metric} {candidate[metric]:.3f} is below the minimum {minimum}")
-    if champion is not None:
-        for metric, max_drop in gate["max_drop"].items():
-            if not candidate[metric] >= champion[metric] - max_drop:
-                failures.append(
-                    f"{metric} {candidate[metric]:.3f} is worse than champion v{champion['version']} "
-                    f"({champion[metric]:.3f}) by more than {max_drop}"
-                )
-    if failures:
-        return GateDecision(False, failures)
-    if champion is None:
-        return GateDecision(True, ["first model: meets the absolute minimums"])
-    return GateDecision(
-        True, [f"meets the minimums and is not worse than champion v{champion['version']} beyond tolerance"]
-    )
-
-
-@task(name="evaluate-champion", retries=2, retry_delay_seconds=5)
-def evaluate_champion(processed: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The champion's metrics on the candidate's test split at its own threshold (None if none)."""
-    name = params["registry"]["model_name"]
-    champion = alias_version(name, CHAMPION)
-    if champion is None:
-        print("gate: no champion yet")
-        return None
-    tags = champion.tags
-    size, square = int(tags["image_size"]), tags.get("square", "crop")
-    if size == params["data"]["image_size"] and square == params["data"]["square"]:
-        x, y = load_split(processed, "test")
-    else:
-        x, y = test_images_at(processed, size, square)
-    probabilities = predict(load_keras(f"models:/{name}/{champion.version}"), x)
-    metrics = binary_metrics(y, probabilities, float(tags["threshold"]))
-    print(f"gate: champion v{champion.version} on this test split: auc={metrics['auc']:.3f}")
-    return {"version": champion.version, **{f"test_{k}": v for k, v in metrics.items()}}
-
-
-@task(name="register", retries=2, retry_delay_seconds=5)
-def register(
-    model_uri: str, run_id: str, results: dict[str, float], params: dict[str, Any], data_version: str
-) -> str:
-    """Register the candidate as a new version, with its threshold, metrics and model card.
+        model_uri: the logged model.
+        run_id: its training run.
+        results: the evaluate task's threshold and test metrics.
+        params: the parameters it was trained with (logged in full as ``recipe/params.json``).
+        data: ``data_version`` (DVC) and ``data_path`` (its folder in the workdir).
+        recipe: how it was made.
 
     A retry after a partial failure reuses the version already registered for the run.
     """
@@ -99,23 +99,22 @@ def register(
         "threshold": results["threshold"],
         "image_size": params["data"]["image_size"],
         "square": params["data"]["square"],
-        "data_version": data_version,
-        "profile": params["profile"],
         "run_id": run_id,
+        **data,
+        **recipe.to_tags(),
         **{k: round(results[k], 4) for k in TAGGED_METRICS},
     }
+    client.log_dict(run_id, params, PARAMS_ARTIFACT)
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if existing:
         version = existing[0]
     else:
         version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    audit(name, version.version, "registered", f"trained by {recipe.trigger} on {recipe.source}",
+          event_id=f"registered-{run_id}", recipe=recipe.to_tags())  # fmt: skip
     run_tags = client.get_run(run_id).data.tags
-    provenance = {
-        "run_id": run_id,
-        "data_version": data_version,
-        "data_source": run_tags.get("data_source", "?"),
-        "git_commit": run_tags.get("git_commit", "unknown"),
-    }
+    provenance = {"run_id": run_id, "data_version": data["data_version"], "data_source": recipe.source,
+                  "git_commit": run_tags.get("git_commit", "unknown")}  # fmt: skip
     summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/data/summary.json")
     card = render_card(name, str(version.version), results, params, summary, provenance)
     client.log_text(run_id, card, CARD_ARTIFACT)
@@ -124,56 +123,76 @@ def register(
     return str(version.version)
 
 
-def _audit(name: str, version: str, event: str, reason: str, **details: Any) -> None:
-    """Append an event to the audit log artifact of the version's run and tag the version."""
-    at = datetime.now(UTC).isoformat(timespec="seconds")
-    record = {"event": event, "at": at, "model": name, "version": str(version), "reason": reason, **details}
+@task(name="record-gate", **SERVICE_TASK)
+@until_reachable("recording the gate's decision")
+def record_gate(name: str, version: str, decision: GateDecision) -> None:
+    """Tag the version with the verdict, log every number behind it, and audit it."""
     client = mlflow.MlflowClient()
     run_id = client.get_model_version(name, version).run_id
-    try:
-        log = mlflow.artifacts.load_text(f"runs:/{run_id}/{AUDIT_ARTIFACT}")
-    except (MlflowException, OSError):  # no log yet
-        log = ""
-    client.log_text(run_id, log + json.dumps(record) + "\n", AUDIT_ARTIFACT)
-    client.set_model_version_tag(name, version, f"{event}_at", at)
-    client.set_model_version_tag(name, version, f"{event}_reason", reason)
+    client.log_dict(run_id, decision.to_dict(), GATE_ARTIFACT)
+    verdict = "passed" if decision.promote else "refused"
+    client.set_model_version_tag(name, version, "gate", verdict)
+    client.set_model_version_tag(name, version, "gate_reasons", "; ".join(decision.reasons)[:4000])
+    client.set_model_version_tag(name, version, "gate_champion", decision.champion or "none")
+    audit(name, version, "gate", "; ".join(decision.reasons), verdict=verdict, champion=decision.champion,
+          judged_on=decision.judged_on)  # fmt: skip
 
 
-@task(name="record-gate", retries=2, retry_delay_seconds=5)
-def record_gate(name: str, version: str, decision: GateDecision) -> None:
-    """Tag the version with the gate's verdict and reasons."""
+@task(name="promote", **SERVICE_TASK)
+@until_reachable("moving the champion alias")
+def promote(name: str, version: str, reason: str, expected: str | None, by: str = "gate") -> dict[str, Any]:
+    """Make ``version`` the champion if ``champion`` still points at ``expected``.
+
+    ``champion`` moves first, in one call; then ``previous`` moves to the version it replaced, and
+    the event is audited. Called again for the version that is already champion (a rerun after a
+    failure in between), it repairs ``previous`` and the audit record instead.
+
+    Raises:
+        ChampionMoved: ``champion`` points at neither ``expected`` nor ``version``.
+    """
     client = mlflow.MlflowClient()
-    client.set_model_version_tag(name, version, "gate", "passed" if decision.promote else "refused")
-    client.set_model_version_tag(name, version, "gate_reasons", "; ".join(decision.reasons))
-
-
-@task(name="promote", retries=2, retry_delay_seconds=5)
-def promote(name: str, version: str, reason: str) -> None:
-    """Move ``champion`` to ``version``; the old champion becomes ``previous``."""
-    client = mlflow.MlflowClient()
-    old = alias_version(name, CHAMPION)
-    _audit(name, version, "promoted", reason, alias=CHAMPION, replaced=old.version if old else None)
-    if old is not None and str(old.version) != version:
-        _audit(name, old.version, "demoted", f"replaced by v{version}", alias=PREVIOUS)
-        client.set_registered_model_alias(name, PREVIOUS, old.version)
-    # The champion alias moves last, in one call: if anything before fails, production is untouched.
-    client.set_registered_model_alias(name, CHAMPION, version)
-    print(f"promoted {name} v{version} to @{CHAMPION}" + (f" (v{old.version} is @{PREVIOUS})" if old else ""))
+    current = alias_version(name, CHAMPION)
+    current_version = str(current.version) if current else None
+    if current_version != version:
+        if current_version != expected:
+            raise ChampionMoved(
+                f"{name}@{CHAMPION} is v{current_version}, not v{expected} as when the gate compared: "
+                "gate again"
+            )
+        # The intent goes on the version first: a rerun after a failure knows what it replaced.
+        promotion_id = uuid.uuid4().hex[:12]
+        client.set_model_version_tag(name, version, "promotion_replaces", current_version or "none")
+        client.set_model_version_tag(name, version, "promotion_id", promotion_id)
+        client.set_registered_model_alias(name, CHAMPION, version)
+    tags = client.get_model_version(name, version).tags
+    replaced = tags.get("promotion_replaces", "none")
+    replaced = None if replaced == "none" else replaced
+    if replaced is not None and replaced != version:
+        client.set_registered_model_alias(name, PREVIOUS, replaced)
+    audit(name, version, "promoted", reason, event_id=tags.get("promotion_id"), replaced=replaced, by=by)
+    print(
+        f"promoted {name} v{version} to @{CHAMPION}" + (f" (v{replaced} is @{PREVIOUS})" if replaced else "")
+    )
+    return {"champion": version, "previous": replaced}
 
 
 def rollback(name: str, reason: str) -> dict[str, str]:
     """Put ``previous`` back as ``champion``; the rolled-back version loses both aliases.
 
     Raises:
-        LookupError: there is no ``previous`` version to roll back to.
+        RegistryError: there is no ``previous`` version, or it is the champion already.
     """
     client = mlflow.MlflowClient()
     previous, current = alias_version(name, PREVIOUS), alias_version(name, CHAMPION)
     if previous is None:
-        raise LookupError(f"{name} has no @{PREVIOUS} version to roll back to")
-    _audit(name, previous.version, "restored", reason, alias=CHAMPION)
-    if current is not None:
-        _audit(name, current.version, "rolled_back", reason, alias=None)
+        raise RegistryError(f"{name} has no @{PREVIOUS} version to roll back to")
+    if current is not None and str(current.version) == str(previous.version):
+        raise RegistryError(
+            f"{name}@{PREVIOUS} is v{previous.version}, the champion itself: nothing to roll back to "
+            "(promote another version with `pneumo model promote VERSION --reason ...`)"
+        )
     client.set_registered_model_alias(name, CHAMPION, previous.version)
     client.delete_registered_model_alias(name, PREVIOUS)
-    return {"champion": str(previous.version), "rolled_back": str(current.version) if current else ""}
+    rolled_back = str(current.version) if current else ""
+    audit(name, previous.version, "rolled_back", reason, replaced=rolled_back or None, by="operator")
+    return {"champion": str(previous.version), "rolled_back": rolled_back}

@@ -20,7 +20,8 @@ from prefect import task
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from tasks.evaluate import binary_metrics, choose_threshold, predict
+from pneumo.metrics import binary_metrics, choose_threshold
+from tasks.evaluate import predict
 from tasks.preprocess import load_contexts, load_split, split_rows
 from tasks.train import augmented_dataset, build_model
 
@@ -53,19 +54,6 @@ def patient_folds(
     return list(splitter.split(np.zeros(len(y)), y, patients))
 
 
-def check_threshold_params(params: dict[str, Any]) -> None:
-    """Refuse a cross-validated threshold the recipe cannot give, before any work is done.
-
-    Raises:
-        ValueError: ``gate.threshold_folds`` is 1 or negative, or set without online augmentation.
-    """
-    folds = params["gate"]["threshold_folds"]
-    if folds and folds < 2:
-        raise ValueError(f"gate.threshold_folds must be 0 (validation split) or at least 2, not {folds}")
-    if folds and not params["data"]["augment"]["online"]:
-        raise ValueError("gate.threshold_folds needs data.augment.online: true")
-
-
 @task(name="cross-validated-threshold")
 def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[str, float]:
     """The threshold reaching ``gate.target_sensitivity`` on out-of-fold predictions of the train split.
@@ -74,9 +62,8 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
         ``threshold`` and the out-of-fold ``oof_auc``, ``oof_sensitivity``, ``oof_specificity``.
 
     Raises:
-        ValueError: see :func:`check_threshold_params`; or fewer patients of a class than folds.
+        ValueError: fewer patients of a class than folds.
     """
-    check_threshold_params(params)
     folds = params["gate"]["threshold_folds"]
     contexts, y = load_contexts(processed)
     x, _ = load_split(processed, "train")

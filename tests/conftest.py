@@ -6,7 +6,9 @@ Environment is set at import time, before Prefect or MLflow read their settings.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +61,89 @@ def source(stack: Settings, synthetic_dir: Path) -> str:
     uri = f"s3://{stack.raw_bucket}/synthetic-test"
     assert upload_dir(s3_client(stack), synthetic_dir, uri) > 200
     return uri
+
+
+def send_images(images: list, records_url: str, model_name: str) -> None:
+    """Predict every PIL image through the real API of ``model_name``, recording into ``records_url``."""
+    import io
+
+    from serving import create_app
+
+    app = create_app({"MODEL_NAME": model_name, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url})
+    client = app.test_client()
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        response = client.post("/predict", data={"file": (io.BytesIO(buffer.getvalue()), "x.png")})
+        assert response.status_code == 200
+    app.extensions["pneumo.recorder"].flush()
+    app.extensions["pneumo.model"].stop()
+
+
+def start_worker() -> subprocess.Popen:
+    """A real Prefect process worker on the project's pool, in its own session (killable as a group)."""
+    from pneumo.cli_ops import worker_command
+
+    (_STATE / "logs").mkdir(parents=True, exist_ok=True)
+    with (_STATE / "logs" / "worker.log").open("ab") as log:
+        command = worker_command()
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    from pneumo.stack import terminate_group
+
+    terminate_group(worker.pid, grace_s=10)
+
+
+def wait_for_flow_run(flow_run_id, timeout: float = 900):
+    """The flow run once it is in a final state (or ``timeout`` seconds passed: AssertionError)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            state = run.state.name if run.state else "without state"
+            assert time.monotonic() < deadline, f"flow run {run.name} still {state} after {timeout} s"
+            time.sleep(2)
+
+
+def wait_for_task_run(names: tuple[str, ...], since, state: str = "RUNNING", timeout: float = 600):
+    """The first task run named like one of ``names`` (``name-xyz``) created after ``since`` in ``state``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(
+                task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since)),
+                sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+                limit=50,
+            )
+            for run in runs:
+                if run.name.rsplit("-", 1)[0] in names and run.state and run.state.type.value == state:
+                    return run
+            time.sleep(0.2)
+    raise AssertionError(f"no task run of {names} reached {state} within {timeout} s")

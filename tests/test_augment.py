@@ -10,7 +10,7 @@ from PIL import Image, ImageFilter
 from pneumo.augment import context, context_side, random_view
 from pneumo.config import load_params
 from pneumo.images import prepare
-from tasks.evaluate import REPORTED, binary_metrics, bootstrap_intervals
+from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals
 from tasks.preprocess import load_contexts, save_contexts
 from tasks.train import balanced_order
 

@@ -73,9 +73,3 @@ def test_online_augmentation_keeps_context_images_unbalanced(raw_copy: Path):
     assert all(min(c.shape) == side and max(c.shape) <= side * squeeze for c in contexts)
     _, y_train = load_split(str(processed), "train")
     assert np.array_equal(y_train, y)
-
-
-def test_online_augmentation_needs_square_crop(raw_copy: Path):
-    params = load_params("test", {"data": {"square": "pad", "augment": {"online": True}}})
-    with pytest.raises(ValueError, match="square: crop"):
-        preprocess.fn(str(raw_copy), params, "v-pad")

@@ -14,10 +14,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pneumo.config import Settings
+from pneumo.metrics import REPORTED
 from pneumo.storage import list_objects, s3_client
 from pneumo.synth import generate
 from tasks.assess import resolve_model
-from tasks.evaluate import REPORTED
 from tasks.model_card import CARD_ARTIFACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

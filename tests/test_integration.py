@@ -12,12 +12,15 @@ import mlflow
 import pytest
 import requests
 
-from flows.training import ServiceUnavailable, training
+from flows.training_flow import training
 from pneumo.config import Settings, workdir
+from pneumo.contract import CHAMPION, GATE_ARTIFACT, PREVIOUS
 from pneumo.models import alias_version
-from pneumo.storage import s3_client
+from pneumo.services import ServiceUnavailable
+from pneumo.storage import s3_client, upload_dir
+from pneumo.synth import generate
 from tasks.ingest import DVC, SourceError, ingest, version_data
-from tasks.registry import CHAMPION, PREVIOUS, promote, rollback
+from tasks.registry import ChampionMoved, RegistryError, history, promote, rollback
 
 pytestmark = pytest.mark.integration
 MODEL = "pneumonia-classifier"
@@ -40,11 +43,13 @@ def test_s3_round_trip(stack: Settings):
     assert client.get_object(Bucket=stack.raw_bucket, Key=key)["Body"].read() == payload
 
 
-def test_ingest_uses_cache_and_dvc_push_pull_round_trips(stack: Settings, source: str):
+def test_ingest_snapshots_are_immutable_and_dvc_push_pull_round_trips(stack: Settings, source: str):
     raw = Path(ingest.fn(source))
+    assert raw.parent == workdir() / "data" / "raw" and raw.name.startswith("pneumo-raw-synthetic-test-")
     manifest = (raw / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 241  # header + 240 images + the CSV
     assert (raw / "Data_Entry_2017.csv").exists()
+    assert ingest.fn(source) == str(raw)  # same content, same snapshot, not rewritten
     version = version_data.fn(str(raw))
     assert version.endswith(".dir")
 
@@ -55,6 +60,19 @@ def test_ingest_uses_cache_and_dvc_push_pull_round_trips(stack: Settings, source
     assert version_data.fn(str(raw)) == version  # same content, same version
 
 
+def test_new_data_makes_a_new_snapshot_and_the_old_one_stays(stack: Settings, tmp_path: Path):
+    folder = tmp_path / "growing"
+    generate(folder, n=30, seed=1, size=48)
+    uri = f"s3://{stack.raw_bucket}/growing"
+    upload_dir(s3_client(stack), folder, uri)
+    first = Path(ingest.fn(uri))
+    before = sorted(p.name for p in first.rglob("*"))
+    generate(tmp_path / "more", n=40, seed=2, size=48)
+    upload_dir(s3_client(stack), tmp_path / "more", uri)
+    second = Path(ingest.fn(uri))
+    assert second != first and sorted(p.name for p in first.rglob("*")) == before
+
+
 def test_empty_source_is_a_clear_error(stack: Settings):
     with pytest.raises(SourceError, match="is empty"):
         ingest.fn(f"s3://{stack.raw_bucket}/nothing-here")
@@ -63,46 +81,102 @@ def test_empty_source_is_a_clear_error(stack: Settings):
 
 
 def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
-    first = training(source=source, profile="test")
+    first = training(source=source, profile="test", trigger="operator")
     assert first["promoted"] is True, first["reasons"]
     champion = alias_version(MODEL, CHAMPION)
     assert str(champion.version) == first["version"]
     assert float(champion.tags["threshold"]) == pytest.approx(first["threshold"])
+    tags = champion.tags
+    assert (tags["data_source"], tags["profile"], tags["overrides"], tags["trigger"]) == (
+        source,
+        "test",
+        "{}",
+        "operator",
+    )
+    assert tags["data_version"] == first["data_version"] and tags["data_path"].startswith("data/raw/")
 
     run = mlflow.MlflowClient().get_run(first["run_id"])
     for metric in ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1"):
         assert metric in run.data.metrics
-    history = mlflow.MlflowClient().get_metric_history(first["run_id"], "val_auc")
-    assert len(history) >= 1 and history[0].step == 1
+    history_ = mlflow.MlflowClient().get_metric_history(first["run_id"], "val_auc")
+    assert len(history_) >= 1 and history_[0].step == 1
     assert run.data.params["train.backbone"] == "small_cnn"
     assert run.data.tags["data_version"] == first["data_version"]
     assert len(run.data.tags["git_commit"]) >= 7
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first["run_id"], "plots")}
     assert artifacts == {"plots/learning_curves.png", "plots/roc.png", "plots/confusion_matrix.png"}
 
-    # A candidate that must beat the champion by a full AUC point can never pass: refused, nothing moves.
-    second = training(source=source, profile="test", overrides={"gate": {"max_drop": {"test_auc": -1.0}}})
+    # A candidate below an absolute minimum is refused, and nothing moves.
+    second = training(source=source, profile="test", overrides={"gate": {"min_test_auc": 1.01}})
     assert second["promoted"] is False
-    assert any("worse than champion" in reason for reason in second["reasons"])
+    assert any("below the minimum" in reason for reason in second["reasons"])
     assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
     refused = mlflow.MlflowClient().get_model_version(MODEL, second["version"])
-    assert refused.tags["gate"] == "refused"
+    assert refused.tags["gate"] == "refused" and refused.tags["gate_champion"] == first["version"]
+    # The same source, started by a deployment: compared on both splits, every number recorded.
+    decision = mlflow.artifacts.load_dict(f"runs:/{refused.run_id}/{GATE_ARTIFACT}")
+    assert decision["judged_on"] == ["candidate's test split", "champion's test split"]
+    for split in decision["judged_on"]:
+        compared = decision["comparisons"][split]
+        assert set(compared["candidate"]) == {"auc", "specificity_at_target"}
+        assert compared["size"]["images"] > 10 and len(compared["interval"]["auc"]) == 2
 
     # The alias REST endpoint the operator uses.
     url = f"{stack.mlflow_uri}/api/2.0/mlflow/registered-models/alias"
     answer = requests.get(url, params={"name": MODEL, "alias": CHAMPION}, timeout=5).json()
     assert answer["model_version"]["version"] == first["version"]
 
-    # Promote by hand, then roll back: champion and previous swap back, and the audit log says why.
-    promote.fn(MODEL, second["version"], "integration test")
+    # Compare-and-set: a promotion gated against another champion is refused.
+    with pytest.raises(ChampionMoved, match="gate again"):
+        promote.fn(MODEL, second["version"], "stale gate", expected="999")
+    assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
+
+    # Promote by hand, then roll back: champion and previous swap back, and the audit trail says why.
+    promote.fn(MODEL, second["version"], "integration test", expected=first["version"], by="operator")
     assert str(alias_version(MODEL, PREVIOUS).version) == first["version"]
     assert rollback(MODEL, "bad model") == {"champion": first["version"], "rolled_back": second["version"]}
     assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
     assert alias_version(MODEL, PREVIOUS) is None
-    audit_path = mlflow.MlflowClient().download_artifacts(refused.run_id, "registry/audit.jsonl")
-    events = [json.loads(line) for line in Path(audit_path).read_text().splitlines()]
-    assert [e["event"] for e in events] == ["promoted", "rolled_back"]
-    assert events[-1]["reason"] == "bad model"
+    with pytest.raises(RegistryError, match="no @previous"):
+        rollback(MODEL, "again")
+    events = [(e["version"], e["event"]) for e in history(MODEL)]
+    assert events[:3] == [(first["version"], "registered"), (first["version"], "gate"),
+                          (first["version"], "promoted")]  # fmt: skip
+    assert events[-2:] == [(second["version"], "promoted"), (first["version"], "rolled_back")]
+    assert history(MODEL)[-1]["reason"] == "bad model"
+
+
+def test_a_rerun_of_an_interrupted_promotion_repairs_previous(stack: Settings):
+    """``champion`` moved but the flow died before ``previous`` moved: the rerun repairs it."""
+    client = mlflow.MlflowClient()
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    other = next(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")
+                 if str(v.version) != champion)  # fmt: skip
+    # What promote() does before the champion moves, then the move itself, then nothing more.
+    client.set_model_version_tag(MODEL, other, "promotion_replaces", champion)
+    client.set_model_version_tag(MODEL, other, "promotion_id", "interrupted1")
+    client.set_registered_model_alias(MODEL, CHAMPION, other)
+    assert alias_version(MODEL, PREVIOUS) is None  # half done: previous still missing
+    assert promote.fn(MODEL, other, "rerun", expected=champion) == {"champion": other, "previous": champion}
+    assert str(alias_version(MODEL, PREVIOUS).version) == champion
+
+    def promotions() -> int:
+        return sum(e["event"] == "promoted" and e["version"] == other for e in history(MODEL))
+
+    before = promotions()
+    promote.fn(MODEL, other, "rerun again", expected=champion)  # a second rerun changes nothing
+    assert promotions() == before and str(alias_version(MODEL, PREVIOUS).version) == champion
+    rollback(MODEL, "restore the original champion")
+
+
+def test_rollback_refuses_when_previous_is_the_champion(stack: Settings):
+    client = mlflow.MlflowClient()
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    client.set_registered_model_alias(MODEL, PREVIOUS, champion)
+    with pytest.raises(RegistryError, match="the champion itself"):
+        rollback(MODEL, "nothing to go back to")
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
+    client.delete_registered_model_alias(MODEL, PREVIOUS)
 
 
 def test_flow_run_is_recorded_in_prefect(stack: Settings):
@@ -145,3 +219,84 @@ def test_cli_train_prints_json_summary_last(stack: Settings, source: str):
     assert summary["promoted"] is False
     assert {"model_uri", "version", "test_auc", "test_sensitivity"} <= summary.keys()
     assert "below the minimum" in summary["reasons"][0]
+
+
+CLI = str(shutil.which("pneumo") or Path(__file__).parents[1] / ".venv" / "bin" / "pneumo")
+
+
+def _pneumo(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "nope"], "unknown profile 'nope'; known profiles: default, demo, fast, test, xray"),
+        (["--set", "train.backbone=resnet"], "train.backbone must be one of densenet121, mobilenet_v3_small"),
+        (["--set", "train.epoch=3"], "unknown parameter 'train.epoch'"),
+        (["--set", "train.epochs=-1"], "train.epochs must be between 1 and 1000, not -1"),
+    ],
+)
+def test_cli_refuses_bad_parameters_before_uploading(stack: Settings, tmp_path: Path, args, message):
+    folder = tmp_path / "never-uploaded"
+    generate(folder, n=12, seed=1, size=32, layout="folders")
+    result = _pneumo("train", "--data", str(folder), *args, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {message}"] or result.stderr.startswith(
+        f"error: {message}"
+    ), result.stderr
+    assert not list(s3_client(stack).list_objects_v2(Bucket=stack.raw_bucket, Prefix="never-uploaded/")
+                    .get("Contents", []))  # fmt: skip
+
+
+def test_cli_promote_rollback_and_history(stack: Settings):
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    other = next(str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
+                 if str(v.version) != champion)  # fmt: skip
+    result = _pneumo("model", "promote", other, "--reason", "clinical lead asked")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"champion": other, "previous": champion}
+    assert _pneumo("model", "promote", other, "--reason", "again").returncode == 2  # already champion
+    assert _pneumo("model", "promote", "999", "--reason", "x").returncode == 2
+    assert _pneumo("model", "rollback", "--reason", "cli test").returncode == 0
+    again = _pneumo("model", "rollback")
+    assert again.returncode == 2 and "no @previous version" in again.stderr
+    lines = _pneumo("model", "history").stdout.splitlines()
+    assert any(f"v{other}" in line and "promoted" in line and "by hand: clinical lead asked" in line
+               for line in lines)  # fmt: skip
+    assert "rolled_back" in lines[-1] and "cli test" in lines[-1]
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
+
+
+GATE_MODEL = "pneumonia-gate-test"
+
+
+def test_operator_on_a_new_source_is_judged_on_its_own_split_drift_on_both(
+    stack: Settings, source: str, tmp_path: Path
+):
+    overrides = {"registry": {"model_name": GATE_MODEL}}
+    first = training(source=source, profile="test", overrides=overrides, trigger="operator")
+    assert first["promoted"], first["reasons"]
+    folder = tmp_path / "another-clinic"
+    generate(folder, n=200, seed=21, size=96, layout="folders")
+    other = f"s3://{stack.raw_bucket}/another-clinic"
+    upload_dir(s3_client(stack), folder, other)
+
+    operator = training(source=other, profile="test", overrides=overrides, trigger="operator")
+    assert operator["judged_on"] == ["candidate's test split"]
+    if operator["promoted"]:
+        assert "operator's training on a new data source" in operator["reasons"][-1]
+    champion = alias_version(GATE_MODEL, CHAMPION)
+
+    # The champion's data must come back from DVC: delete its snapshot first.
+    snapshot = workdir() / champion.tags["data_path"]
+    shutil.rmtree(snapshot)
+    drift = training(source=other, profile="test", overrides=overrides, trigger="drift")
+    assert drift["judged_on"] == ["candidate's test split", "champion's test split"], drift["reasons"]
+    assert (snapshot / "manifest.csv").exists()  # restored by dvc pull
+    decision = mlflow.artifacts.load_dict(f"runs:/{drift['run_id']}/{GATE_ARTIFACT}")
+    assert decision["champion"] == str(champion.version)
+    assert not any("operator's training" in reason for reason in drift["reasons"])

@@ -3,22 +3,22 @@ Evidently reports in S3, and retraining started as a run of the training deploym
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import send_images
 from PIL import Image
 
-from flows.monitoring import monitoring
-from flows.training import training
+from flows.monitoring_flow import monitoring
+from flows.training_flow import training
 from pneumo.cli_ops import register_deployments
 from pneumo.config import Settings
 from pneumo.storage import s3_client, split_uri
 from pneumo.synth import generate
 from serving import create_app
-from tasks.monitoring import RETRAIN_TAG, recent_retraining
+from tasks.retrain import RETRAIN_TAG, recent_retrainings
 
 pytestmark = pytest.mark.integration
 MODEL = "pneumonia-monitoring-test"
@@ -56,16 +56,7 @@ def shifted(image: Image.Image, index: int) -> Image.Image:
 
 
 def send(images: list[Image.Image], records_url: str) -> None:
-    """Predict every image through the real API, recording into ``records_url``."""
-    app = create_app({"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url})
-    client = app.test_client()
-    for image in images:
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        response = client.post("/predict", data={"file": (io.BytesIO(buffer.getvalue()), "x.png")})
-        assert response.status_code == 200
-    app.extensions["pneumo.recorder"].flush()
-    app.extensions["pneumo.model"].stop()
+    send_images(images, records_url, MODEL)
 
 
 def run(records_url: str) -> dict:
@@ -103,28 +94,41 @@ def test_too_few_records_give_no_decision(monitored, fresh_images, tmp_path: Pat
 def test_shifted_inputs_drift_report_and_retrain_once(
     monitored, fresh_images, tmp_path: Path, stack: Settings
 ):
+    """No worker runs in this module: the retraining stays SCHEDULED, and scheduled counts."""
     url = f"sqlite:///{tmp_path / 'records.db'}"
     send([shifted(image, i) for i, image in enumerate(fresh_images)], url)
-    before = recent_retraining("training/training", 1)
+    before = recent_retrainings("training/training", 1, MODEL)
 
     first = run(url)
     assert first["decision"] == "retrain", first
     assert first["drift_share"] > 0.3 and {"mean", "width"} <= set(first["drifted_columns"])
+    started = first["retraining"]
+    assert started["state"] == "SCHEDULED"
+    assert started["parameters"] == {
+        "source": monitored["data_source"],
+        "profile": "test",
+        "overrides": {"registry": {"model_name": MODEL}},
+        "trigger": "drift",
+    }
     html_bucket, html_key = split_uri(first["report_uris"]["html"])
-    html = s3_client(stack).get_object(Bucket=html_bucket, Key=html_key)["Body"].read()
-    assert b"<html" in html[:2000].lower()
-    assert len(recent_retraining("training/training", 1)) == len(before) + 1
+    html = s3_client(stack).get_object(Bucket=html_bucket, Key=html_key)["Body"].read().decode()
+    assert "<html" in html[:2000].lower()
+    assert "Drift report: retrain" in html and started["name"] in html  # the decision on top
+    assert len(recent_retrainings("training/training", 1, MODEL)) == len(before) + 1
 
     second = run(url)  # the same drift again, inside the cooldown
     assert second["decision"] == "cooldown", second
-    assert len(recent_retraining("training/training", 1)) == len(before) + 1
+    assert second["waiting_for"]["name"] == started["name"] and "Scheduled" in second["reason"]
+    assert len(recent_retrainings("training/training", 1, MODEL)) == len(before) + 1
+    report = _read_json(stack, second["report_uris"]["json"])
+    assert report["waiting_for"]["flow_run"] == started["flow_run"]
 
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        started = client.read_flow_run(first["training_flow_run"])
-    assert RETRAIN_TAG in started.tags
-    assert client is not None and started.deployment_id is not None
+        run_ = client.read_flow_run(started["flow_run"])
+    assert RETRAIN_TAG in run_.tags and run_.deployment_id is not None
+    assert run_.parameters["source"] == monitored["data_source"]
 
 
 def test_reports_page_lists_newest_first(monitored, stack: Settings, tmp_path: Path):

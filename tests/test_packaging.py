@@ -65,12 +65,25 @@ def test_compose_matches_the_local_stack():
     assert "--artifacts-destination=s3://pneumo-mlflow/artifacts" in services["mlflow"]["command"]
 
 
-def test_prefect_yaml_deploys_the_training_flow():
+def test_prefect_yaml_deploys_the_flows_one_training_at_a_time():
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    deployment = {d["name"]: d for d in config["deployments"]}["training"]
-    module, _, function = deployment["entrypoint"].partition(":")
-    source = (ROOT / module).read_text()
-    assert f"def {function}(" in source and '@flow(name="training"' in source
+    deployments = {d["name"]: d for d in config["deployments"]}
+    for name in ("training", "monitoring"):
+        module, _, function = deployments[name]["entrypoint"].partition(":")
+        source = (ROOT / module).read_text()
+        assert f"def {function}(" in source and f'@flow(name="{name}"' in source
+    assert deployments["training"]["concurrency_limit"]["limit"] == 1
+    assert deployments["training"]["parameters"]["trigger"] == "deployment"
+
+
+def test_no_module_is_named_like_a_package():
+    """Prefect loads a flow file as a script, with its folder first on sys.path: a module there
+    named like a package (flows/monitoring.py) shadowed that package and crashed the deployment."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    modules = {path.stem: path for package in packages for path in (ROOT / package).glob("*.py")}
+    assert not set(modules) & set(packages), {
+        name: str(modules[name]) for name in set(modules) & set(packages)
+    }
 
 
 def test_dvc_stages_call_existing_commands():

@@ -15,7 +15,7 @@ import requests
 from PIL import Image
 from werkzeug.serving import make_server
 
-from flows.training import training
+from flows.training_flow import training
 from pneumo.config import Settings
 from serving import create_app
 from serving.records import read_records

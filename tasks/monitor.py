@@ -1,35 +1,26 @@
-"""Monitoring tasks: production records, the champion's reference, the report, the decision."""
+"""Monitoring tasks: production records, the champion's reference, the drift report and its upload."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 from prefect import task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterName,
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterTags,
-)
-from prefect.deployments import run_deployment
 
 from monitoring.drift import drift_report
 from monitoring.features import REFERENCE_ARTIFACT
 from pneumo.config import Settings
+from pneumo.contract import Recipe
 from pneumo.models import alias_version
+from pneumo.services import SERVICE_TASK, until_reachable
 from pneumo.storage import s3_client
 from serving.records import read_records
-
-RETRAIN_TAG = "drift-retraining"
 
 
 def parse_window(since: str | None, until: str | None, days: float) -> tuple[datetime, datetime]:
@@ -65,16 +56,23 @@ def load_production(
     return str(path), len(rows)
 
 
-@task(name="load-reference", retries=2, retry_delay_seconds=5)
-def load_reference(model_name: str, alias: str, workdir: str) -> tuple[str, str]:
-    """Download the reference table of the version behind ``alias``; returns (path, version)."""
+@task(name="load-reference", **SERVICE_TASK)
+@until_reachable("downloading the champion's reference")
+def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
+    """Download the reference table of the version behind ``alias``.
+
+    Returns:
+        ``path`` of the table, ``version``, and ``recipe``: the deployment parameters that retrain
+        that version (None for versions that do not record how they were made).
+    """
     version = alias_version(model_name, alias)
     if version is None:
         raise LookupError(f"{model_name} has no @{alias} version: nothing to compare production with")
     path = mlflow.artifacts.download_artifacts(
         f"runs:/{version.run_id}/{REFERENCE_ARTIFACT}", dst_path=workdir
     )
-    return path, str(version.version)
+    recipe = Recipe.from_tags(version.tags)
+    return {"path": path, "version": str(version.version), "recipe": recipe}
 
 
 @task(name="drift-report")
@@ -86,17 +84,20 @@ def run_report(reference_csv: str, current_csv: str, workdir: str) -> tuple[str,
     return str(html), summary
 
 
-@task(name="save-report", retries=3, retry_delay_seconds=5)
-def save_report(html: str | None, summary: dict[str, Any], when: datetime) -> dict[str, str]:
-    """Upload the HTML report and the JSON summary to the reports bucket, by date."""
+@task(name="save-report", **SERVICE_TASK)
+@until_reachable("saving the drift report to S3")
+def save_report(
+    html: str | None, summary: dict[str, Any], when: datetime, headline: list[str]
+) -> dict[str, str]:
+    """Upload the HTML report (``headline`` on top: the decision) and the JSON summary, by date."""
     settings = Settings.from_env()
     client = s3_client(settings)
     stem = f"{when:%Y/%m/%d}/monitoring-{when:%H%M%S}"
     uris = {}
     if html is not None:
-        client.upload_file(
-            html, settings.reports_bucket, f"{stem}.html", ExtraArgs={"ContentType": "text/html"}
-        )
+        body = with_headline(Path(html).read_text(encoding="utf-8"), headline).encode()
+        key = f"{stem}.html"
+        client.put_object(Bucket=settings.reports_bucket, Key=key, Body=body, ContentType="text/html")
         uris["html"] = f"s3://{settings.reports_bucket}/{stem}.html"
     body = json.dumps({**summary, "report_uris": uris}, indent=2, default=str).encode()
     client.put_object(
@@ -107,45 +108,15 @@ def save_report(html: str | None, summary: dict[str, Any], when: datetime) -> di
     return uris
 
 
-def recent_retraining(deployment: str, hours: float) -> list[str]:
-    """Names of drift-triggered runs of ``deployment`` created in the last ``hours``."""
-    flow_name, _, deployment_name = deployment.partition("/")
-    since = datetime.now(UTC) - timedelta(hours=hours)
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[RETRAIN_TAG])),
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
-        )
-    return [run.name for run in runs if run.created and run.created >= since]
-
-
-@task(name="decide-retraining", retries=2, retry_delay_seconds=5)
-def decide_and_trigger(
-    summary: dict[str, Any], config: dict[str, Any], allow_trigger: bool
-) -> dict[str, Any]:
-    """Start the training deployment when drift passes the threshold, unless within the cooldown."""
-    share, threshold = summary["drift_share"], config["drift_threshold"]
-    if share <= threshold:
-        return {"decision": "no drift", "reason": f"drift share {share:.2f} <= threshold {threshold}"}
-    recent = recent_retraining(config["training_deployment"], config["cooldown_hours"])
-    if recent:
-        return {
-            "decision": "cooldown",
-            "reason": f"drift share {share:.2f} > {threshold}, but retraining {recent[0]} started within "
-            f"the last {config['cooldown_hours']} h",
-        }
-    reason = f"drift share {share:.2f} > threshold {threshold}: {', '.join(summary['drifted_columns'])}"
-    if not allow_trigger:
-        return {"decision": "drift (retraining not triggered)", "reason": reason}
-    run = run_deployment(
-        config["training_deployment"],
-        timeout=0,
-        as_subflow=False,
-        tags=[RETRAIN_TAG, f"drift-share-{share:.2f}"],
+def with_headline(html: str, lines: list[str]) -> str:
+    """The Evidently page with the decision on top, where the weekly reviewer starts reading."""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines[1:])
+    banner = (
+        '<div style="font-family:sans-serif;border:2px solid #444;padding:12px;margin:12px">'
+        f"<h2>{escape(lines[0])}</h2><ul>{items}</ul></div>"
     )
-    print(f"monitoring: started {config['training_deployment']} as flow run {run.name} ({reason})")
-    return {"decision": "retrain", "reason": reason, "training_flow_run": str(run.id)}
+    head, separator, rest = html.partition("<body>")
+    return f"{head}<body>{banner}{rest}" if separator else banner + html
 
 
 def scratch_dir() -> str:

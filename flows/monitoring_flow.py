@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pneumo.config import Settings, load_params
-from tasks.monitoring import (
-    decide_and_trigger,
+from pneumo.contract import CHAMPION
+from tasks.monitor import (
     load_production,
     load_reference,
     parse_window,
@@ -20,6 +20,7 @@ from tasks.monitoring import (
     save_report,
     scratch_dir,
 )
+from tasks.retrain import decide_and_trigger
 
 
 @flow(name="monitoring", log_prints=True)
@@ -35,7 +36,9 @@ def monitoring(
     Args:
         since: ISO 8601 start of the window (default: ``monitoring.window_days`` before ``until``).
         until: ISO 8601 end of the window (default: now).
-        trigger_retraining: start the training deployment when drift passes the threshold.
+        trigger_retraining: start the training deployment when drift passes the threshold, with
+            the champion's recipe (its data source, profile and overrides; the deployment's own
+            defaults only for a champion that does not record one).
         model_name: registered model whose champion gives the reference (default: as served).
         records_url: the prediction records store (default: ``PNEUMO_RECORDS_URL``).
 
@@ -48,8 +51,9 @@ def monitoring(
     start, end = parse_window(since, until, config["window_days"])
     workdir = scratch_dir()
     try:
-        alias = os.environ.get("PNEUMO_MODEL_ALIAS", "champion")
-        reference_csv, version = load_reference(name, alias, workdir)
+        alias = os.environ.get("PNEUMO_MODEL_ALIAS", CHAMPION)
+        reference = load_reference(name, alias, workdir)
+        version, recipe = reference["version"], reference["recipe"]
         url = records_url or Settings.from_env().records_url
         current_csv, count = load_production(url, start, end, workdir, name, version)
         window = [start.isoformat(), end.isoformat()]
@@ -60,10 +64,12 @@ def monitoring(
             reason = f"{count} records < minimum sample size {config['min_samples']}"
             summary.update(decision="insufficient data", reason=reason)
         else:
-            html, drift = run_report(reference_csv, current_csv, workdir)
+            html, drift = run_report(reference["path"], current_csv, workdir)
             summary.update(drift)
-            summary.update(decide_and_trigger(summary, config, trigger_retraining))
-        summary["report_uris"] = save_report(html, summary, datetime.now(UTC))
+            parameters = recipe.deployment_parameters("drift") if recipe else {"trigger": "drift"}
+            summary.update(decide_and_trigger(summary, config, trigger_retraining, parameters))
+        lines = headline(summary)
+        summary["report_uris"] = save_report(html, summary, datetime.now(UTC), lines)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     create_markdown_artifact(
@@ -73,14 +79,31 @@ def monitoring(
     return {k: v for k, v in summary.items() if k != "columns"}
 
 
+def headline(summary: dict[str, Any]) -> list[str]:
+    """The decision and the state of the retraining behind it: the first lines of every report."""
+    lines = [f"Drift report: {summary['decision']}", f"reason: {summary['reason']}"]
+    if "retraining" in summary:
+        run = summary["retraining"]
+        lines.append(f"retraining started: flow run {run['name']} ({run['state_name']}) with "
+                     f"source {run['parameters'].get('source', 'the deployment default')}, "
+                     f"profile {run['parameters'].get('profile', 'the deployment default')}")  # fmt: skip
+    if "waiting_for" in summary:
+        run = summary["waiting_for"]
+        lines.append(f"waiting for retraining {run['name']}: {run['state_name']} since {run['created']}")
+    for run in summary.get("failed", []):
+        lines.append(f"retraining {run['name']} ended {run['state_name']}: {run['message'] or 'no message'}")
+    return lines
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The short summary a reviewer reads in the Prefect UI."""
+    first, *rest = headline(summary)
     lines = [
-        f"# Drift report: {summary['decision']}",
+        f"# {first}",
         "",
+        *(f"- {line}" for line in rest),
         f"- window: {summary['window'][0]} to {summary['window'][1]}",
         f"- production records: {summary['records']}",
-        f"- reason: {summary['reason']}",
     ]
     if "drift_share" in summary:
 

@@ -1,0 +1,100 @@
+"""What Prefect does for the loop beyond running flows: one training per model at a time, and
+flow runs whose process died marked CRASHED instead of RUNNING forever.
+
+Both are Prefect's own mechanisms, so they hold across workers and machines: a global
+concurrency limit with a lease (a killed holder's slot frees itself when the lease runs out), and
+an automation fed by flow-run heartbeats (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, set for workers
+by :meth:`pneumo.config.Settings.client_env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prefect.automations import Automation
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.objects import StateType
+from prefect.concurrency.sync import concurrency
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+SLOT_LEASE_S = 60  # a holder that died frees its training slot after at most this long
+HEARTBEAT_S = 30  # Prefect's minimum heartbeat interval
+ZOMBIE_AFTER_S = 90  # no heartbeat for this long: the flow run's process is gone
+ZOMBIE_AUTOMATION = "pneumo: mark flow runs without heartbeats as crashed"
+ZOMBIE_MESSAGE = (
+    f"Crashed: no heartbeat for {ZOMBIE_AFTER_S} s. The process running this flow stopped (its worker "
+    "was killed, ran out of memory, or its machine went down); nothing after its last log line "
+    "happened. Production is unchanged unless the log shows 'promoted'. Start a worker "
+    "(pneumo deploy) and run it again."
+)
+
+
+def training_limit(model_name: str) -> str:
+    """The global concurrency limit that lets one training of ``model_name`` run at a time."""
+    return f"pneumo-training-{model_name}"
+
+
+def ensure_limit(name: str, limit: int = 1) -> None:
+    """Create the global concurrency limit ``name`` if it does not exist yet."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+
+
+@contextlib.contextmanager
+def training_slot(model_name: str) -> Iterator[None]:
+    """Hold the model's one training slot for the body; wait (and say so) while another run has it.
+
+    Deployment runs, ``pneumo train`` and the DVC stages all take it, so a scheduled, a
+    drift-triggered and an operator's training never interleave their registry moves.
+    """
+    name = training_limit(model_name)
+    ensure_limit(name)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(name, occupy=1, timeout_seconds=2, lease_duration=SLOT_LEASE_S, strict=True)
+            )
+        except TimeoutError:
+            print(f"another training of {model_name} is running: waiting for it to finish (limit {name})")
+            stack.enter_context(concurrency(name, occupy=1, lease_duration=SLOT_LEASE_S, strict=True))
+            print(f"training slot of {model_name} acquired")
+        yield
+
+
+def ensure_zombie_automation() -> None:
+    """Create the automation that marks flow runs CRASHED when their heartbeats stop."""
+    try:
+        Automation.read(name=ZOMBIE_AUTOMATION)
+        return
+    except ValueError:  # not found
+        pass
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="A flow run that stops sending heartbeats is marked CRASHED (pneumo.orchestration).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_AFTER_S),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=ZOMBIE_MESSAGE)],
+    ).create()

@@ -1,0 +1,146 @@
+"""The gate's decisions and the paired comparison behind them (no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pneumo.config import load_params
+from pneumo.metrics import paired_comparison, specificity_at_sensitivity
+from tasks.gate import CHAMPION_SPLIT, OWN_SPLIT, decide, unseen
+
+GATE = load_params()["gate"]
+GOOD = {"test_auc": 0.95, "test_sensitivity": 0.96, "test_specificity": 0.80}
+
+
+def _set(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    return y, np.arange(n).astype(str), rng
+
+
+def test_matched_operating_point_ignores_each_models_own_threshold():
+    y, _, rng = _set()
+    good = np.where(y == 1, rng.uniform(0.5, 1, len(y)), rng.uniform(0, 0.6, len(y)))
+    # The same ranking squeezed near 1: at its own threshold of 0.5 it calls everything positive.
+    everything_positive = 0.9 + good / 10
+    assert specificity_at_sensitivity(y, good, 0.95) == pytest.approx(
+        specificity_at_sensitivity(y, everything_positive, 0.95)
+    )
+
+
+def test_paired_comparison_of_a_model_with_itself_is_exactly_zero():
+    y, patients, rng = _set()
+    p = np.clip(y * 0.3 + rng.uniform(0, 0.7, len(y)), 0, 1)
+    result = paired_comparison(y, p, p, patients, 0.95, resamples=200)
+    assert result["difference"] == {"auc": 0.0, "specificity_at_target": 0.0}
+    assert result["interval"]["auc"] == [0.0, 0.0]
+    assert result["size"] == {"images": 200, "positives": 100, "patients": 200}
+
+
+def test_paired_comparison_finds_the_better_model_with_an_interval_above_zero():
+    y, patients, rng = _set(400)
+    noise = rng.normal(0, 1, len(y))
+    better, worse = y * 2.0 + noise, y * 0.7 + noise + rng.normal(0, 1, len(y))
+    result = paired_comparison(y, better, worse, patients, 0.95, resamples=300)
+    assert result["difference"]["auc"] > 0.1
+    low, high = result["interval"]["auc"]
+    assert 0 < low < result["difference"]["auc"] < high
+
+
+def test_patients_are_resampled_together():
+    y = np.array([1, 1, 0, 0] * 10)
+    patients = np.repeat(np.arange(20), 2).astype(str)  # two images per patient
+    result = paired_comparison(y, np.linspace(0, 1, 40), np.linspace(1, 0, 40), patients, 0.95, 100)
+    assert result["size"]["patients"] == 20
+
+
+def _comparison(candidate: dict, champion: dict, split: str = OWN_SPLIT, interval=(-0.1, 0.1)) -> dict:
+    return {
+        "champion": "3",
+        "exception": None,
+        "splits": {
+            split: {
+                "candidate": candidate,
+                "champion": champion,
+                "difference": {k: candidate[k] - champion[k] for k in candidate},
+                "interval": {k: list(interval) for k in candidate},
+                "size": {"images": 70, "positives": 35, "patients": 70},
+            }
+        },
+    }
+
+
+SAME = {"auc": 0.95, "specificity_at_target": 0.80}
+
+
+def test_first_model_needs_only_the_minimums():
+    decision = decide(GOOD, {"champion": None, "splits": {}, "exception": None}, GATE)
+    assert decision.promote and "first model" in decision.reasons[0]
+    refused = decide({**GOOD, "test_auc": float("nan")}, {"champion": None, "splits": {}}, GATE)
+    assert not refused.promote and "test_auc" in refused.reasons[0]
+
+
+def test_within_tolerance_on_every_split_promotes():
+    comparison = _comparison({"auc": 0.94, "specificity_at_target": 0.78}, SAME)
+    comparison["splits"][CHAMPION_SPLIT] = comparison["splits"][OWN_SPLIT]
+    decision = decide(GOOD, comparison, GATE)
+    assert decision.promote, decision.reasons
+    assert decision.champion == "3" and decision.judged_on == [OWN_SPLIT, CHAMPION_SPLIT]
+
+
+def test_worse_at_the_matched_operating_point_is_refused_with_its_numbers():
+    comparison = _comparison({"auc": 0.95, "specificity_at_target": 0.60}, SAME, CHAMPION_SPLIT)
+    decision = decide(GOOD, comparison, GATE)
+    assert not decision.promote
+    reason = decision.reasons[0]
+    assert "champion's test split" in reason and "specificity at the target sensitivity 0.600" in reason
+    assert "champion v3's 0.800" in reason and "95% interval" in reason
+
+
+def test_a_champion_that_calls_everything_positive_does_not_block():
+    """The measured case: a real-X-ray candidate against the synthetic demo champion."""
+    demo = {"auc": 0.52, "specificity_at_target": 0.03}  # nearly every real film called positive
+    xray = {"auc": 0.99, "specificity_at_target": 0.97}
+    candidate = {"test_auc": 0.990, "test_sensitivity": 0.944, "test_specificity": 0.971}
+    assert decide(candidate, _comparison(xray, demo), GATE).promote
+
+
+def test_a_candidate_that_calls_everything_positive_does_not_pass():
+    everything = {"test_auc": 0.5, "test_sensitivity": 1.0, "test_specificity": 0.0}
+    decision = decide(everything, _comparison({"auc": 0.5, "specificity_at_target": 0.02}, SAME), GATE)
+    assert not decision.promote
+    assert any("test_specificity 0.000 is below" in r for r in decision.reasons)
+    assert any("AUC 0.500" in r for r in decision.reasons)
+
+
+def test_an_unavailable_champion_split_refuses():
+    comparison = _comparison(SAME, SAME)
+    comparison["splits"][CHAMPION_SPLIT] = {"unavailable": "v3 does not record its data version"}
+    decision = decide(GOOD, comparison, GATE)
+    assert not decision.promote and "cannot compare on the champion's test split" in decision.reasons[0]
+
+
+def test_the_operator_exception_is_said_in_the_decision():
+    comparison = _comparison(SAME, SAME)
+    comparison["exception"] = (
+        "judged on the candidate's test split only: an operator's training on a new source"
+    )
+    decision = decide(GOOD, comparison, GATE)
+    assert decision.promote and decision.judged_on == [OWN_SPLIT]
+    assert "operator's training on a new" in decision.reasons[-1]
+
+
+def test_unseen_leaves_out_images_and_patients_the_candidate_trained_on(tmp_path: Path):
+    files = {}
+    for name, content in {"a": b"1", "b": b"2", "c": b"3", "copy_of_a": b"1"}.items():
+        files[name] = tmp_path / name
+        files[name].write_bytes(content)
+    test = pd.DataFrame({"path": [str(files[n]) for n in "abc"], "patient_id": ["p1", "p2", "p3"],
+                         "label": [1, 0, 1]})  # fmt: skip
+    seen = pd.DataFrame({"path": [str(files["copy_of_a"])], "patient_id": ["p2"], "label": [1]})
+    assert list(unseen(test, seen, same_source=False)["patient_id"]) == ["p2", "p3"]  # same bytes as a
+    assert list(unseen(test, seen, same_source=True)["patient_id"]) == ["p3"]  # and patient p2
