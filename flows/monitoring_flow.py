@@ -68,13 +68,14 @@ def monitoring(
             summary.update(drift)
             parameters = recipe.deployment_parameters("drift") if recipe else {"trigger": "drift"}
             summary.update(decide_and_trigger(summary, config, trigger_retraining, parameters))
-        lines = headline(summary)
-        summary["report_uris"] = save_report(html, summary, datetime.now(UTC), lines)
+        try:
+            summary["report_uris"] = save_report(html, summary, datetime.now(UTC), headline(summary))
+        finally:  # the decision reaches the Prefect UI even when S3 refuses the report
+            create_markdown_artifact(
+                key="drift-report", markdown=markdown(summary), description="Weekly drift summary"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    create_markdown_artifact(
-        key="drift-report", markdown=markdown(summary), description="Weekly drift summary"
-    )
     print(f"monitoring: {summary['decision']}: {summary['reason']}")
     return {k: v for k, v in summary.items() if k != "columns"}
 

@@ -13,10 +13,11 @@ from typing import Any
 import mlflow
 from prefect import flow, task
 
-from pneumo.config import DEMO_SOURCE, Settings, load_params, workdir
-from pneumo.contract import TRIGGERS, Recipe
+from pneumo.config import DEFAULT_PROFILE, DEMO_SOURCE, Settings, load_params, workdir
+from pneumo.contract import CHAMPION, TRIGGERS, Recipe
+from pneumo.models import alias_version
 from pneumo.orchestration import training_slot
-from pneumo.services import ServiceUnavailable
+from pneumo.services import SERVICE_TASK, ServiceUnavailable, until_reachable
 from pneumo.stack import http_ok
 from pneumo.storage import s3_client, split_uri
 from tasks.evaluate import evaluate
@@ -24,7 +25,7 @@ from tasks.gate import compare_with_champion, decide
 from tasks.ingest import SourceError, ingest, version_data
 from tasks.preprocess import preprocess
 from tasks.reference import build_reference
-from tasks.registry import ChampionMoved, promote, record_gate, register
+from tasks.registry import ChampionMoved, promote, record_gate, register, repair_registry
 from tasks.threshold import cross_validated_threshold
 from tasks.train import train
 
@@ -50,19 +51,44 @@ def check_services(source: str) -> None:
         ) from error
 
 
+@task(name="resolve-recipe", **SERVICE_TASK)
+@until_reachable("reading the champion's recipe")
+def resolve_recipe(
+    source: str | None, profile: str | None, overrides: dict[str, Any] | None, trigger: str
+) -> Recipe:
+    """What to train: the given source, or else the champion's recipe, or else the demo's.
+
+    A run without a source (the deployment's schedule, or a run started in the Prefect UI)
+    retrains what is in production, on that data source's current content; only a model with no
+    champion falls back to the synthetic demo.
+    """
+    if source is not None:
+        return Recipe(source, profile or DEFAULT_PROFILE, overrides or {}, trigger)
+    name = load_params(profile or DEFAULT_PROFILE, overrides)["registry"]["model_name"]
+    champion = alias_version(name, CHAMPION)
+    recipe = Recipe.from_tags(champion.tags) if champion is not None else None
+    if recipe is None:
+        print(f"{name} has no champion that records its recipe: training the demo recipe")
+        return Recipe(DEMO_SOURCE, profile or "demo", overrides or {}, trigger)
+    print(f"retraining champion v{champion.version}'s recipe: {recipe.source}, profile {recipe.profile}")
+    chosen = recipe.overrides if overrides is None else overrides
+    return Recipe(recipe.source, profile or recipe.profile, chosen, trigger)
+
+
 @flow(name="training", log_prints=True)
 def training(
-    source: str = DEMO_SOURCE,
-    profile: str = "default",
+    source: str | None = None,
+    profile: str | None = None,
     overrides: dict[str, Any] | None = None,
     trigger: str = "deployment",
 ) -> dict[str, Any]:
-    """Train a candidate on ``source`` and promote it if it passes the gate.
+    """Train a candidate and promote it if it passes the gate.
 
     Args:
-        source: ``s3://bucket/prefix`` holding an NIH-layout or class-folder data set.
-        profile: a profile of params.yaml.
-        overrides: nested parameter values that win over the profile.
+        source: ``s3://bucket/prefix`` holding an NIH-layout or class-folder data set; default:
+            the champion's data source (:func:`resolve_recipe`).
+        profile: a profile of params.yaml; default: the champion's (``default`` with a source).
+        overrides: nested parameter values that win over the profile; default: the champion's.
         trigger: who started the run: ``operator`` (``pneumo train``), ``deployment`` (a schedule
             or the Prefect UI) or ``drift`` (monitoring). Only an operator's training on a new
             data source may be judged on its own test split alone (:mod:`tasks.gate`).
@@ -70,16 +96,17 @@ def training(
     Returns:
         ``model_uri``, ``version``, ``promoted``, the gate's reasons, and the test metrics.
     """
-    params = load_params(profile, overrides)
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
-    recipe = Recipe(source, profile, overrides or {}, trigger)
-    check_services(source)
+    load_params(profile or DEFAULT_PROFILE, overrides)  # wrong parameters stop the run before any work
+    recipe = resolve_recipe(source, profile, overrides, trigger)
+    params = load_params(recipe.profile, recipe.overrides)
+    check_services(recipe.source)
     with training_slot(params["registry"]["model_name"]):
-        raw_dir = ingest(source)
+        raw_dir = ingest(recipe.source)
         data_version = version_data(raw_dir)
         processed = preprocess(raw_dir, params, data_version)
-        run = train(processed, params, data_version, source)
+        run = train(processed, params, data_version, recipe.source)
         cross_validated = (
             cross_validated_threshold(processed, params) if params["gate"]["threshold_folds"] else None
         )
@@ -87,7 +114,7 @@ def training(
         build_reference(run["run_id"], run["model_uri"], processed, params)
         data = {"data_version": data_version, "data_path": Path(raw_dir).relative_to(workdir()).as_posix()}
         outcome = gate_and_promote(processed, run, results, params, data, recipe)
-    return {**outcome, "profile": profile, "trigger": trigger}
+    return {**outcome, "profile": recipe.profile, "trigger": trigger}
 
 
 def gate_and_promote(
@@ -104,6 +131,7 @@ def gate_and_promote(
     promotion is refused by compare-and-set and the candidate is gated again against the new one.
     """
     name = params["registry"]["model_name"]
+    repair_registry(name)  # a promotion a killed run left half done is finished first
     version = register(run["model_uri"], run["run_id"], results, params, data, recipe)
     for attempt in range(1, GATE_ATTEMPTS + 1):
         comparison = compare_with_champion(run["model_uri"], processed, params, recipe)

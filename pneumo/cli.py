@@ -102,20 +102,21 @@ def data_push(
         str | None, typer.Option(help="Target s3:// URI (default s3://<raw bucket>/<folder name>).")
     ] = None,
 ) -> None:
-    """Upload a folder to the raw-data bucket."""
+    """Mirror a folder to the raw-data bucket: upload its files, remove objects no longer in it."""
     typer.echo(push_folder(folder, to))
 
 
 def push_folder(folder: Path, to: str | None = None) -> str:
-    """Upload ``folder`` to S3 and return the URI it now lives at."""
-    from pneumo.storage import s3_client, upload_dir
+    """Mirror ``folder`` to S3 (objects no longer in it are removed) and return the URI."""
+    from pneumo.storage import s3_client, sync_dir
 
     settings = apply_client_env()
     uri = to or f"s3://{settings.raw_bucket}/{folder.resolve().name}"
-    count = upload_dir(s3_client(settings), folder, uri)
-    if count == 0:
+    if not any(path.is_file() for path in folder.rglob("*")):
         _fail(f"{folder} holds no files")
-    typer.echo(f"uploaded {count} files to {uri}", err=True)
+    count, removed = sync_dir(s3_client(settings), folder, uri)
+    gone = f"; removed {removed} objects no longer in {folder}" if removed else ""
+    typer.echo(f"uploaded {count} files to {uri}{gone}", err=True)
     return uri
 
 
@@ -136,6 +137,8 @@ def run_training(data: str, profile: str, overrides: dict[str, Any]) -> dict[str
     if not http_ok(f"{settings.prefect_api_url}/health"):
         _fail(f"Prefect server {settings.prefect_api_url} is not reachable: run `pneumo stack up` first")
     source = data if data.startswith("s3://") else push_folder(Path(data))
+    from mlflow.exceptions import MlflowException
+
     from flows.training_flow import training
     from pneumo.datasets import DataError
     from pneumo.services import ServiceUnavailable
@@ -143,7 +146,7 @@ def run_training(data: str, profile: str, overrides: dict[str, Any]) -> dict[str
 
     try:
         return training(source=source, profile=profile, overrides=overrides, trigger="operator")
-    except (ServiceUnavailable, SourceError, DataError, DvcError) as error:
+    except (ServiceUnavailable, SourceError, DataError, DvcError, MlflowException) as error:
         ui = settings.prefect_api_url.removesuffix("/api")
         _fail(f"{error} (the flow run's log is in the Prefect UI, {ui})")
 

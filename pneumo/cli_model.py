@@ -51,11 +51,12 @@ def model_promote(
     reason: Annotated[str, typer.Option(help="Why, for the audit trail (required).")],
 ) -> None:
     """Make VERSION the champion by hand (the gate is not asked); the old champion becomes previous."""
-    from tasks.registry import ChampionMoved, promote
+    from tasks.registry import ChampionMoved, promote, repair_registry
 
     name = _model_name()
     if not reason.strip():
         _fail("--reason must say why (it goes into the audit trail)")
+    repair_registry.fn(name)
     try:
         candidate = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException as error:

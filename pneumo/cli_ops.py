@@ -16,7 +16,6 @@ import typer
 
 from pneumo.cli import _fail, _print_urls, app, data_synth, push_folder, run_training
 from pneumo.config import DEMO_SOURCE, apply_client_env, workdir
-from pneumo.orchestration import ensure_zombie_automation
 
 
 def gunicorn_command(host: str, port: int, workers: int, threads: int) -> tuple[list[str], dict[str, str]]:
@@ -83,6 +82,7 @@ def register_deployments() -> None:
     from prefect.workers.process import ProcessWorker
 
     from pneumo.config import ROOT
+    from pneumo.orchestration import ensure_zombie_automation
 
     prefect = str(Path(sys.executable).parent / "prefect")
     env = {**os.environ, "PNEUMO_HOME": str(ROOT)}

@@ -102,9 +102,9 @@ class Settings:
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             # Short client retries: pneumo.services bounds the wait for a lost service, and says so.
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
             # Flow runs send heartbeats; a run whose process died is marked CRASHED (pneumo.orchestration).
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
         }

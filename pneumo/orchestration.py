@@ -1,5 +1,5 @@
-"""What Prefect does for the loop beyond running flows: one training per model at a time, and
-flow runs whose process died marked CRASHED instead of RUNNING forever.
+"""What Prefect does for the loop beyond running flows: one training per model at a time, one
+alias move at a time, and flow runs whose process died marked CRASHED instead of RUNNING forever.
 
 Both are Prefect's own mechanisms, so they hold across workers and machines: a global
 concurrency limit with a lease (a killed holder's slot frees itself when the lease runs out), and
@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 from prefect.automations import Automation
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -68,6 +69,39 @@ def training_slot(model_name: str) -> Iterator[None]:
             print(f"another training of {model_name} is running: waiting for it to finish (limit {name})")
             stack.enter_context(concurrency(name, occupy=1, lease_duration=SLOT_LEASE_S, strict=True))
             print(f"training slot of {model_name} acquired")
+        yield
+
+
+REGISTRY_LEASE_S = 60  # Prefect's minimum lease
+
+
+@contextlib.contextmanager
+def registry_lock(model_name: str, timeout_s: float = 120) -> Iterator[None]:
+    """Serialise the alias moves of one model (promotions, rollbacks, repairs) across processes.
+
+    With it, reading ``champion`` and moving it is one step for every other writer: the
+    compare-and-set of a promotion cannot interleave with a rollback by hand. When Prefect itself
+    cannot be reached the move goes ahead without the lock, with a warning: a rollback must never
+    wait for the orchestrator.
+
+    Raises:
+        TimeoutError: another process held the lock for ``timeout_s`` seconds.
+    """
+    name = f"pneumo-registry-{model_name}"
+    with contextlib.ExitStack() as stack:
+        try:
+            ensure_limit(name)
+            stack.enter_context(
+                concurrency(
+                    name, occupy=1, timeout_seconds=timeout_s, lease_duration=REGISTRY_LEASE_S, strict=True
+                )
+            )
+        except TimeoutError:
+            raise TimeoutError(
+                f"the registry lock {name} was held for {timeout_s:.0f} s: try again"
+            ) from None
+        except (httpx.HTTPError, OSError) as error:
+            print(f"warning: Prefect unreachable ({error}): moving aliases without the registry lock {name}")
         yield
 
 

@@ -16,7 +16,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
-from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ResponseStreamingError,
+)
 from botocore.exceptions import ReadTimeoutError as BotoReadTimeout
 from mlflow.exceptions import MlflowException
 
@@ -39,7 +44,10 @@ def wait_limit_s() -> float:
 
 _MLFLOW_UNREACHABLE = ("Connection refused", "Failed to establish", "Max retries exceeded",
                        "Connection aborted", "RemoteDisconnected", "timeout exception")  # fmt: skip
-_S3_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, BotoReadTimeout)
+# What DVC (a subprocess) says when the S3 remote does not answer.
+_S3_MESSAGES = ("Could not connect to the endpoint URL", "Connect timeout on endpoint URL")
+_S3_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, BotoReadTimeout,
+              ResponseStreamingError)  # fmt: skip
 
 
 def unreachable_service(error: BaseException) -> str | None:
@@ -52,13 +60,14 @@ def unreachable_service(error: BaseException) -> str | None:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, _S3_ERRORS):
+        if isinstance(current, _S3_ERRORS) or any(m in str(current) for m in _S3_MESSAGES):
             return "S3"
         if isinstance(current, MlflowException) and any(m in current.message for m in _MLFLOW_UNREACHABLE):
             return "MLflow"
         if isinstance(current, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
             return "MLflow"
-        current = current.__cause__ or current.__context__
+        # boto3's transfer manager keeps the real error aside (RetriesExceededError.last_exception).
+        current = getattr(current, "last_exception", None) or current.__cause__ or current.__context__
     return None
 
 

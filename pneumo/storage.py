@@ -56,3 +56,20 @@ def upload_dir(client: BaseClient, local: Path, uri: str) -> int:
         key = "/".join(filter(None, [prefix, path.relative_to(local).as_posix()]))
         client.upload_file(str(path), bucket, key)
     return len(files)
+
+
+def sync_dir(client: BaseClient, local: Path, uri: str) -> tuple[int, int]:
+    """Make ``uri`` hold exactly the files below ``local``: upload them, delete any other object.
+
+    A data set pushed again after files were removed from the folder must not keep the old files
+    in S3, where the next training would ingest them. Returns (uploaded, removed).
+    """
+    bucket, prefix = split_uri(uri)
+    uploaded = upload_dir(client, local, uri)
+    wanted = {"/".join(filter(None, [prefix, p.relative_to(local).as_posix()])) for p in local.rglob("*")
+              if p.is_file()}  # fmt: skip
+    stale = [obj["Key"] for obj in list_objects(client, uri) if obj["Key"] not in wanted]
+    for start in range(0, len(stale), 1000):
+        batch = [{"Key": key} for key in stale[start : start + 1000]]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+    return uploaded, len(stale)

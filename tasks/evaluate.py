@@ -17,6 +17,7 @@ from sklearn.metrics import roc_curve
 from pneumo.images import load_prepared, model_input
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold
 from pneumo.models import load_keras
+from pneumo.services import SERVICE_TASK, until_reachable
 from tasks.preprocess import load_split, split_rows
 
 
@@ -76,7 +77,8 @@ def _learning_curves(history: dict[str, list[float]]):
     return figure
 
 
-@task(name="evaluate", retries=2, retry_delay_seconds=5)
+@task(name="evaluate", **SERVICE_TASK)
+@until_reachable("evaluating the model")
 def evaluate(
     run_id: str,
     model_uri: str,

@@ -2,10 +2,11 @@
 the same images.
 
 Candidate and champion are scored on the candidate's test split and on the champion's own test
-split (restored from DVC by the data version recorded with the champion), minus any image the
-candidate trained on. On each split they are compared at a matched operating point, specificity at
-the target sensitivity with each model's threshold set on those images, and by AUC, with 95%
-intervals from a paired bootstrap over patients (:func:`pneumo.metrics.paired_comparison`).
+split (restored from DVC by the data version recorded with the champion); each split leaves out
+every image, and on the same source every patient, that the other model trained on. On each split
+they are compared at a matched operating point, specificity at the target sensitivity with each
+model's threshold set on those images, and by AUC, with 95% intervals from a paired bootstrap over
+patients (:func:`pneumo.metrics.paired_comparison`).
 Sensitivity at each model's own stored threshold is never compared: a model that calls nearly
 everything positive would win it.
 
@@ -32,7 +33,7 @@ from pneumo.metrics import paired_comparison
 from pneumo.models import alias_version, load_keras
 from pneumo.services import SERVICE_TASK, until_reachable
 from tasks.evaluate import predict
-from tasks.ingest import restore_data
+from tasks.ingest import DvcError, restore_data
 from tasks.preprocess import preprocess, split_rows
 
 MINIMUMS = ("test_auc", "test_sensitivity", "test_specificity")
@@ -49,6 +50,7 @@ class GateDecision:
     champion: str | None = None  # the champion version compared against (compare-and-set)
     comparisons: dict[str, Any] = field(default_factory=dict)
     judged_on: list[str] = field(default_factory=list)
+    exception: str | None = None  # why only the candidate's test split counted
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +85,7 @@ def decide(candidate: dict[str, float], comparison: dict[str, Any], gate: dict[s
                     f"is worse than champion v{champion}'s {theirs:.3f} by more than {max_drop} "
                     f"(difference 95% interval {low:+.3f} to {high:+.3f})"
                 )
-    decision = GateDecision(False, failures, champion, splits, list(splits))
+    decision = GateDecision(False, failures, champion, splits, list(splits), comparison.get("exception"))
     if failures:
         return decision
     decision.promote = True
@@ -104,36 +106,63 @@ def _digest(path: str) -> str:
 
 
 def unseen(test: pd.DataFrame, seen: pd.DataFrame, same_source: bool) -> pd.DataFrame:
-    """The rows of ``test`` the candidate never trained on: no same file, nor (same source) patient."""
+    """The rows of ``test`` a model never trained on: no same file, nor (same source) patient."""
     keep = ~test["path"].map(_digest).isin({_digest(p) for p in seen["path"]})
     if same_source:
         keep &= ~test["patient_id"].astype(str).isin(set(seen["patient_id"].astype(str)))
     return test[keep]
 
 
-def _champion_split(champion: Any, candidate_processed: str, same_source: bool) -> pd.DataFrame | str:
-    """The champion's test split without the candidate's training images, or why it is unavailable."""
+def _trained_on(processed: str) -> pd.DataFrame:
+    return pd.concat([split_rows(processed, "train"), split_rows(processed, "val")])
+
+
+def _champion_data(champion: Any) -> str:
+    """The champion's processed data folder (its data restored from DVC), or raise why not.
+
+    Raises:
+        LookupError: the version does not record its data or parameters, or DVC cannot restore them.
+    """
     tags = champion.tags
     if not tags.get("data_version") or not tags.get("data_path"):
-        return f"champion v{champion.version} does not record its data version and folder"
+        raise LookupError(f"champion v{champion.version} does not record its data version and folder")
     try:
         params = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PARAMS_ARTIFACT}")
     except mlflow.exceptions.MlflowException as error:
         if "RESOURCE_DOES_NOT_EXIST" not in str(error) and "not found" not in str(error).lower():
             raise
-        return f"champion v{champion.version} does not record the parameters it was trained with"
-    raw = restore_data(tags["data_version"], tags["data_path"])
-    processed = preprocess.fn(raw, params, tags["data_version"])
-    seen = pd.concat([split_rows(candidate_processed, "train"), split_rows(candidate_processed, "val")])
-    test = split_rows(processed, "test")
+        raise LookupError(f"champion v{champion.version} does not record its parameters") from error
+    try:
+        raw = restore_data(tags["data_version"], tags["data_path"])
+    except DvcError as error:
+        raise LookupError(f"its data version {tags['data_version']} cannot be restored: {error}") from error
+    return preprocess.fn(raw, params, tags["data_version"])
+
+
+def _without(test: pd.DataFrame, seen: pd.DataFrame, same_source: bool, whose: str) -> pd.DataFrame | str:
+    """``test`` minus what the other model trained on; a reason when both classes are not left."""
     rows = unseen(test, seen, same_source)
     if rows["label"].nunique() < 2:
-        return (f"only {len(rows)} of its {len(test)} test images were not in the candidate's training "
+        return (f"only {len(rows)} of its {len(test)} test images were not in the {whose}'s training "
                 "data, and they do not hold both classes")  # fmt: skip
     if len(rows) < len(test):
-        print(f"gate: {len(test) - len(rows)} of the champion's {len(test)} test images left out: "
-              "the candidate trained on them")  # fmt: skip
+        print(
+            f"gate: {len(test) - len(rows)} of {len(test)} test images left out: the {whose} trained on them"
+        )
     return rows
+
+
+def judged_alone(recipe: Recipe, champion_recipe: Recipe | None, champion_version: str) -> str | None:
+    """Why only the candidate's test split counts, or None: an operator's run on a new data source."""
+    if recipe.trigger != "operator" or (
+        champion_recipe is not None and champion_recipe.source == recipe.source
+    ):
+        return None
+    return (
+        f"judged on the candidate's test split only: an operator's training on a new data source "
+        f"({recipe.source}; champion v{champion_version} was trained on "
+        f"{champion_recipe.source if champion_recipe else 'an unrecorded source'})"
+    )
 
 
 def _scores(model: Any, rows: pd.DataFrame, size: int, square: str) -> np.ndarray:
@@ -164,17 +193,22 @@ def compare_with_champion(
         return {"champion": None, "splits": {}, "exception": None}
     champion_recipe = Recipe.from_tags(champion.tags)
     same_source = champion_recipe is not None and champion_recipe.source == recipe.source
-    exception = None
-    sets: dict[str, pd.DataFrame | str] = {OWN_SPLIT: split_rows(processed, "test")}
-    if recipe.trigger == "operator" and not same_source:
-        exception = (
-            f"judged on the candidate's test split only: an operator's training on a new data source "
-            f"({recipe.source}; champion v{champion.version} was trained on "
-            f"{champion_recipe.source if champion_recipe else 'an unrecorded source'})"
-        )
+    exception = judged_alone(recipe, champion_recipe, str(champion.version))
+    own_test = split_rows(processed, "test")
+    sets: dict[str, pd.DataFrame | str] = {OWN_SPLIT: own_test}
+    if exception:
         print(f"gate: {exception}")
     else:
-        sets[CHAMPION_SPLIT] = _champion_split(champion, processed, same_source)
+        # Each model is scored only on images the other did not train on, on both splits.
+        try:
+            champion_processed = _champion_data(champion)
+        except LookupError as error:
+            sets[CHAMPION_SPLIT] = str(error)
+        else:
+            sets[OWN_SPLIT] = _without(own_test, _trained_on(champion_processed), same_source, "champion")
+            sets[CHAMPION_SPLIT] = _without(
+                split_rows(champion_processed, "test"), _trained_on(processed), same_source, "candidate"
+            )
     models = {
         "candidate": load_keras(model_uri),
         "champion": load_keras(f"models:/{name}/{champion.version}"),

@@ -17,8 +17,10 @@ import sys
 import time
 import uuid
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 from prefect import task
 
 from pneumo.config import Settings, state_dir, workdir
@@ -84,6 +86,32 @@ def _list(source: str) -> list[dict]:
     return objects
 
 
+def _download(client: Any, bucket: str, obj: dict, cached: Path) -> None:
+    """Fetch one object into the cache, only if it still has the ETag it was listed with.
+
+    The cache is keyed by that ETag: an object overwritten between listing and download must not
+    be cached under the old one (a snapshot's name would no longer match its content).
+    """
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{cached.name}.{uuid.uuid4().hex[:8]}.part")
+    condition = {"IfMatch": obj["ETag"]} if obj.get("ETag") else {}
+    try:
+        body = client.get_object(Bucket=bucket, Key=obj["Key"], **condition)["Body"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+            raise
+        raise SourceError(
+            f"s3://{bucket}/{obj['Key']} changed while it was being ingested: run again"
+        ) from error
+    try:
+        with partial.open("wb") as handle:
+            for chunk in body.iter_chunks(1 << 20):
+                handle.write(chunk)
+        partial.rename(cached)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _materialise(source: str, objects: list[dict], target: Path) -> None:
     """Download (through the content-addressed cache) into a staging folder, then rename it to ``target``."""
     client = s3_client()
@@ -96,10 +124,7 @@ def _materialise(source: str, objects: list[dict], target: Path) -> None:
         for index, (obj, rel) in enumerate(zip(objects, relative, strict=True), 1):
             cached = _cache_path(obj.get("ETag", ""), obj["Key"])
             if not cached.exists():
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                partial = cached.with_name(f"{cached.name}.{uuid.uuid4().hex[:8]}.part")
-                client.download_file(bucket, obj["Key"], str(partial))
-                partial.rename(cached)
+                _download(client, bucket, obj, cached)
                 downloaded += 1
             local = staging / rel
             local.parent.mkdir(parents=True, exist_ok=True)

@@ -24,23 +24,25 @@ from pneumo.datasets import DataError, read_labelled
 from pneumo.images import ImageError, decode, prepare
 
 SPLITS = ("train", "val", "test")
-FORMAT = 2  # of the processed folder: part of its cache key, so older folders are not reused
+FORMAT = 3  # of the processed folder: part of its cache key, so older folders are not reused
 
 
 def split_patients(table: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
-    """Assign every row a split so that no patient is in two splits.
+    """Assign every row a split so that no patient is in two splits, stably as the data grows.
 
-    Patients are stratified by label (a patient with any positive image counts as positive) and
-    each stratum is shuffled with ``seed`` then cut into test, val and train.
+    Patients are stratified by label (a patient with any positive image counts as positive); each
+    stratum is ordered by a hash of ``seed`` and the patient id, then cut into test, val and train.
+    A patient's place in that order never depends on who else is in the data set, so new data
+    moves only the few patients next to a cut: a model retrained on grown data is tested on
+    patients the champion was tested on, not on the ones it trained on.
 
     Raises:
         DataError: a class has too few patients to put one in every split.
     """
     patient_label = table.groupby("patient_id")["label"].max()
-    rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
     for label, patients in patient_label.groupby(patient_label):
-        ids = rng.permutation(np.asarray(patients.index))
+        ids = sorted(patients.index, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
         n_test, n_val = max(1, round(len(ids) * test)), max(1, round(len(ids) * val))
         if len(ids) < n_test + n_val + 1:
             raise DataError(f"class {label} has {len(ids)} patients: too few for three splits")

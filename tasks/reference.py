@@ -19,10 +19,12 @@ from monitoring.features import (
 )
 from pneumo.images import decode, image_stats, model_input, prepare
 from pneumo.models import load_keras
+from pneumo.services import SERVICE_TASK, until_reachable
 from tasks.preprocess import split_rows
 
 
-@task(name="build-reference", retries=2, retry_delay_seconds=5)
+@task(name="build-reference", **SERVICE_TASK)
+@until_reachable("building the monitoring reference")
 def build_reference(run_id: str, model_uri: str, processed: str, params: dict[str, Any]) -> str:
     """Compute image statistics, probability and embedding of the (unaugmented) training images.
 

@@ -21,6 +21,7 @@ from prefect import task
 
 from pneumo.contract import AUDIT_FOLDER, CHAMPION, GATE_ARTIFACT, PARAMS_ARTIFACT, PREVIOUS, Recipe
 from pneumo.models import alias_version
+from pneumo.orchestration import registry_lock
 from pneumo.services import SERVICE_TASK, until_reachable
 from tasks.gate import GateDecision
 from tasks.model_card import CARD_ARTIFACT, render_card
@@ -29,7 +30,13 @@ TAGGED_METRICS = ("test_auc", "test_sensitivity", "test_specificity", "test_prec
                   "test_accuracy")  # fmt: skip
 
 
-EVENT_ORDER = {"registered": 0, "gate": 1, "promoted": 2, "rolled_back": 3}  # within one second
+EVENT_ORDER = {
+    "registered": 0,
+    "gate": 1,
+    "repaired": 2,
+    "promoted": 3,
+    "rolled_back": 4,
+}  # within one second
 
 
 class ChampionMoved(RuntimeError):
@@ -51,13 +58,13 @@ def audit(
     """
     client = mlflow.MlflowClient()
     run_id = client.get_model_version(name, version).run_id
-    path = f"{AUDIT_FOLDER}/{event}-{event_id or uuid.uuid4().hex[:12]}.json"
-    if event_id and path in {item.path for item in client.list_artifacts(run_id, AUDIT_FOLDER)}:
+    if event_id and _audited(client, run_id, event, event_id):
         return  # recorded by an earlier attempt
-    at = datetime.now(UTC).isoformat(timespec="seconds")
+    path = f"{AUDIT_FOLDER}/{event}-{event_id or uuid.uuid4().hex[:12]}.json"
+    at = datetime.now(UTC).isoformat(timespec="milliseconds")
     record = {"event": event, "at": at, "model": name, "version": str(version), "reason": reason, **details}
     client.log_dict(run_id, record, path)
-    client.set_model_version_tag(name, version, f"{event}_at", at)
+    client.set_model_version_tag(name, version, f"{event}_at", at[:19] + "+00:00")
     client.set_model_version_tag(name, version, f"{event}_reason", reason[:4000])
 
 
@@ -138,61 +145,111 @@ def record_gate(name: str, version: str, decision: GateDecision) -> None:
           judged_on=decision.judged_on)  # fmt: skip
 
 
+def _audited(client: Any, run_id: str, event: str, event_id: str) -> bool:
+    return f"{AUDIT_FOLDER}/{event}-{event_id}.json" in {
+        a.path for a in client.list_artifacts(run_id, AUDIT_FOLDER)
+    }
+
+
+def repair(name: str) -> list[str]:
+    """Finish a promotion or rollback that stopped between its alias moves (a killed process).
+
+    A promotion records its intent on the version before ``champion`` moves and audits itself after
+    ``previous`` moved: a champion whose promotion is not audited gets its ``previous`` set and the
+    record written now. A ``previous`` equal to ``champion`` (a rollback that stopped) is removed.
+
+    Returns:
+        What was repaired, one line each (empty when nothing was half done).
+    """
+    client = mlflow.MlflowClient()
+    champion, previous = alias_version(name, CHAMPION), alias_version(name, PREVIOUS)
+    if champion is None:
+        return []
+    version, tags, done = str(champion.version), champion.tags, []
+    if previous is not None and str(previous.version) == version:
+        client.delete_registered_model_alias(name, PREVIOUS)
+        audit(name, version, "repaired", f"@{PREVIOUS} pointed at the champion (a rollback stopped half way)")
+        done.append(f"removed @{PREVIOUS}, which pointed at the champion v{version}")
+    promotion_id = tags.get("promotion_id")
+    if promotion_id and not _audited(client, champion.run_id, "promoted", promotion_id):
+        replaced = None if tags.get("promotion_replaces", "none") == "none" else tags["promotion_replaces"]
+        if replaced is not None:
+            client.set_registered_model_alias(name, PREVIOUS, replaced)
+        reason = f"{tags.get('promotion_reason', '')} (completed after an interruption)"
+        audit(name, version, "promoted", reason, event_id=promotion_id, replaced=replaced,
+              by=tags.get("promotion_by", "gate"))  # fmt: skip
+        done.append(f"completed the promotion of v{version}: @{PREVIOUS} is v{replaced}")
+    for line in done:
+        print(f"registry repaired: {line}")
+    return done
+
+
+@task(name="repair-registry", **SERVICE_TASK)
+@until_reachable("checking the registry for a half-done promotion")
+def repair_registry(name: str) -> list[str]:
+    """:func:`repair` under the registry lock, as a step of the training flow."""
+    with registry_lock(name):
+        return repair(name)
+
+
 @task(name="promote", **SERVICE_TASK)
 @until_reachable("moving the champion alias")
 def promote(name: str, version: str, reason: str, expected: str | None, by: str = "gate") -> dict[str, Any]:
-    """Make ``version`` the champion if ``champion`` still points at ``expected``.
+    """Make ``version`` the champion if ``champion`` still points at ``expected`` (compare-and-set).
 
-    ``champion`` moves first, in one call; then ``previous`` moves to the version it replaced, and
-    the event is audited. Called again for the version that is already champion (a rerun after a
-    failure in between), it repairs ``previous`` and the audit record instead.
+    Under the registry lock: half-done moves are repaired first; the intent (what it replaces, why,
+    by whom) goes on the version; ``champion`` moves, in one call; then ``previous``; then the
+    event is audited. A failure anywhere leaves production on a complete, passed model, and the
+    next registry operation finishes the rest (:func:`repair`).
 
     Raises:
         ChampionMoved: ``champion`` points at neither ``expected`` nor ``version``.
     """
     client = mlflow.MlflowClient()
-    current = alias_version(name, CHAMPION)
-    current_version = str(current.version) if current else None
-    if current_version != version:
+    with registry_lock(name):
+        repair(name)
+        current = alias_version(name, CHAMPION)
+        current_version = str(current.version) if current else None
+        if current_version == version:
+            replaced = client.get_model_version(name, version).tags.get("promotion_replaces")
+            return {"champion": version, "previous": None if replaced in (None, "none") else replaced}
         if current_version != expected:
             raise ChampionMoved(
                 f"{name}@{CHAMPION} is v{current_version}, not v{expected} as when the gate compared: "
                 "gate again"
             )
-        # The intent goes on the version first: a rerun after a failure knows what it replaced.
         promotion_id = uuid.uuid4().hex[:12]
-        client.set_model_version_tag(name, version, "promotion_replaces", current_version or "none")
-        client.set_model_version_tag(name, version, "promotion_id", promotion_id)
+        intent = {"promotion_replaces": current_version or "none", "promotion_id": promotion_id,
+                  "promotion_reason": reason[:4000], "promotion_by": by}  # fmt: skip
+        for key, value in intent.items():
+            client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, CHAMPION, version)
-    tags = client.get_model_version(name, version).tags
-    replaced = tags.get("promotion_replaces", "none")
-    replaced = None if replaced == "none" else replaced
-    if replaced is not None and replaced != version:
-        client.set_registered_model_alias(name, PREVIOUS, replaced)
-    audit(name, version, "promoted", reason, event_id=tags.get("promotion_id"), replaced=replaced, by=by)
-    print(
-        f"promoted {name} v{version} to @{CHAMPION}" + (f" (v{replaced} is @{PREVIOUS})" if replaced else "")
-    )
-    return {"champion": version, "previous": replaced}
+        if current_version is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current_version)
+        audit(name, version, "promoted", reason, event_id=promotion_id, replaced=current_version, by=by)
+    shown = f" (v{current_version} is @{PREVIOUS})" if current_version else ""
+    print(f"promoted {name} v{version} to @{CHAMPION}{shown}")
+    return {"champion": version, "previous": current_version}
 
 
 def rollback(name: str, reason: str) -> dict[str, str]:
     """Put ``previous`` back as ``champion``; the rolled-back version loses both aliases.
 
     Raises:
-        RegistryError: there is no ``previous`` version, or it is the champion already.
+        RegistryError: there is no ``previous`` version (one equal to the champion is removed).
     """
     client = mlflow.MlflowClient()
-    previous, current = alias_version(name, PREVIOUS), alias_version(name, CHAMPION)
-    if previous is None:
-        raise RegistryError(f"{name} has no @{PREVIOUS} version to roll back to")
-    if current is not None and str(current.version) == str(previous.version):
-        raise RegistryError(
-            f"{name}@{PREVIOUS} is v{previous.version}, the champion itself: nothing to roll back to "
-            "(promote another version with `pneumo model promote VERSION --reason ...`)"
-        )
-    client.set_registered_model_alias(name, CHAMPION, previous.version)
-    client.delete_registered_model_alias(name, PREVIOUS)
-    rolled_back = str(current.version) if current else ""
-    audit(name, previous.version, "rolled_back", reason, replaced=rolled_back or None, by="operator")
+    with registry_lock(name):
+        repaired = repair(name)  # a previous equal to the champion is removed here
+        previous, current = alias_version(name, PREVIOUS), alias_version(name, CHAMPION)
+        if previous is None:
+            raise RegistryError(
+                f"{name} has no @{PREVIOUS} version to roll back to"
+                + "".join(f" ({line})" for line in repaired)
+                + ": promote another version with `pneumo model promote VERSION --reason ...`"
+            )
+        rolled_back = str(current.version) if current else ""
+        client.set_registered_model_alias(name, CHAMPION, previous.version)
+        audit(name, previous.version, "rolled_back", reason, replaced=rolled_back or None, by="operator")
+        client.delete_registered_model_alias(name, PREVIOUS)
     return {"champion": str(previous.version), "rolled_back": rolled_back}

@@ -9,6 +9,7 @@ reported, not retried forever.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -118,6 +119,14 @@ def plan(share: float, recent: list[Retraining], config: dict[str, Any]) -> dict
     return {"decision": "retrain", "reason": reason}
 
 
+def idempotency_key(model: str, version: str, recent: list[Retraining], cooldown_hours: float) -> str:
+    """One key per attempt: two monitoring runs that decide at once (the schedule and an
+    operator's ``pneumo monitor``) start one retraining between them, not two."""
+    window = int(datetime.now(UTC).timestamp() // max(cooldown_hours * 3600, 60))
+    seen = hashlib.sha256(",".join(sorted(r.id for r in recent)).encode()).hexdigest()[:12]
+    return f"pneumo-drift:{model}:v{version}:{window}:{seen}"
+
+
 @task(name="decide-retraining", retries=2, retry_delay_seconds=5)
 def decide_and_trigger(
     summary: dict[str, Any], config: dict[str, Any], allow_trigger: bool, parameters: dict[str, Any]
@@ -148,6 +157,9 @@ def decide_and_trigger(
         timeout=0,
         as_subflow=False,
         tags=[RETRAIN_TAG, model_tag(model), f"drift-share-{summary['drift_share']:.2f}"],
+        idempotency_key=idempotency_key(
+            model, summary["reference_version"], recent, config["cooldown_hours"]
+        ),
     )
     started = _as_retraining(run)
     print(f"monitoring: started {deployment} as flow run {run.name} with {parameters} ({decided['reason']})")

@@ -22,6 +22,7 @@ from prefect import task
 from monitoring.features import ONNX_ARTIFACT, with_embedding
 from pneumo.augment import random_view
 from pneumo.config import ROOT
+from pneumo.services import until_reachable
 from serving.gradcam import FEATURE_POOL
 from tasks.preprocess import load_contexts, load_split
 
@@ -226,6 +227,7 @@ def log_onnx(model: keras.Model, example: np.ndarray) -> None:
 
 
 @task(name="train")
+@until_reachable("training (every epoch is logged to MLflow)")
 def train(processed: str, params: dict[str, Any], data_version: str, source: str) -> dict[str, str]:
     """Fit the model on the train split, validate on val, log everything to a new MLflow run.
 

@@ -113,6 +113,19 @@ def test_split_is_patient_disjoint_and_stratified(seed: int):
     assert (split == "train").sum() > (split == "test").sum()
 
 
+def test_split_is_stable_as_the_data_grows():
+    rng = np.random.default_rng(0)
+    patients = [f"p{i}" for i in range(400)]
+    labels = rng.integers(0, 2, 400)
+    table = pd.DataFrame({"patient_id": patients, "label": labels})
+    before = split_patients(table, 0.15, 0.15, 42)
+    newcomers = pd.DataFrame({"patient_id": [f"new{i}" for i in range(40)], "label": rng.integers(0, 2, 40)})
+    grown = pd.concat([table, newcomers], ignore_index=True)
+    after = split_patients(grown, 0.15, 0.15, 42)[: len(table)]
+    assert (after == before).mean() > 0.95  # 10% more patients move fewer than 5% of the others
+    assert ((before == "train") & (after == "test")).sum() <= 4
+
+
 def test_split_refuses_too_few_patients():
     table = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "label": [0, 0, 1, 1]})
     with pytest.raises(DataError, match="too few"):

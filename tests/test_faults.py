@@ -14,6 +14,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow
 import pytest
 from conftest import descendants, start_worker, stop_worker, wait_for_flow_run, wait_for_task_run
 from prefect.client.orchestration import get_client
@@ -22,7 +23,7 @@ from prefect.deployments import run_deployment
 from pneumo import stack as stack_module
 from pneumo.cli_ops import register_deployments
 from pneumo.config import Settings
-from pneumo.contract import CHAMPION
+from pneumo.contract import CHAMPION, PREVIOUS
 from pneumo.models import alias_version
 from pneumo.storage import s3_client, upload_dir
 from pneumo.synth import generate
@@ -57,12 +58,23 @@ def _flow_state(flow_run_id) -> tuple[str, str]:
     return state.type.value, state.message or ""
 
 
-def _assert_production_is_whole(expected: str | None = None) -> None:
+def _assert_production_is_whole(*allowed: str) -> str:
+    """The champion is one of ``allowed``, complete and passed; ``previous`` is not half moved."""
     champion = alias_version(MODEL, CHAMPION)
     assert champion is not None and champion.tags["gate"] == "passed"
-    assert {"threshold", "image_size", "data_version"} <= champion.tags.keys()
-    if expected is not None:
-        assert str(champion.version) == expected
+    assert {"threshold", "image_size", "data_version", "data_source"} <= champion.tags.keys()
+    assert str(champion.version) in allowed, (champion.version, allowed)
+    previous = alias_version(MODEL, PREVIOUS)
+    assert previous is None or str(previous.version) != str(champion.version)
+    return str(champion.version)
+
+
+def _new_version(since: datetime) -> str | None:
+    """The version registered after ``since`` (by the run that was cut short), if any."""
+    client = mlflow.MlflowClient()
+    versions = [v for v in client.search_model_versions(f"name='{MODEL}'")
+                if v.creation_timestamp / 1000 > since.timestamp()]  # fmt: skip
+    return str(max(versions, key=lambda v: int(v.version)).version) if versions else None
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +87,7 @@ def champion(stack: Settings, source: str) -> str:
 
 
 def test_mlflow_killed_during_registration(stack: Settings, source: str, champion: str):
+    before = str(alias_version(MODEL, CHAMPION).version)
     since = datetime.now(UTC)
     process = _train(source)
     task = wait_for_task_run(("register", "compare-with-champion", "record-gate", "promote"), since)
@@ -87,11 +100,13 @@ def test_mlflow_killed_during_registration(stack: Settings, source: str, champio
     assert state == "FAILED" and "MLflow at" in message, message
 
     _stack_up()
-    _assert_production_is_whole()
+    # Unchanged, or (killed after the champion moved) the candidate, which passed the gate.
+    _assert_production_is_whole(before, *filter(None, [_new_version(since)]))
     rerun = _train(source)
     _, err = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, err[-3000:]
-    _assert_production_is_whole()
+    _assert_production_is_whole(*[str(v.version) for v in mlflow.MlflowClient().search_model_versions(
+        f"name='{MODEL}'")])  # fmt: skip
 
 
 def test_s3_killed_during_ingest(stack: Settings, champion: str, tmp_path: Path):
@@ -113,9 +128,10 @@ def test_s3_killed_during_ingest(stack: Settings, champion: str, tmp_path: Path)
     _stack_up()
     _assert_production_is_whole(before)
     rerun = _train(big, "--set", "train.epochs=1")
-    _, err = rerun.communicate(timeout=900)
+    out, err = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, err[-3000:]
-    _assert_production_is_whole()
+    summary = json.loads(out.strip().splitlines()[-1])
+    _assert_production_is_whole(before, summary["version"])
 
 
 def test_worker_killed_during_training(stack: Settings, source: str, champion: str):
@@ -136,8 +152,16 @@ def test_worker_killed_during_training(stack: Settings, source: str, champion: s
 
         _stack_up()
         worker = start_worker()
-        rerun = run_deployment("training/training", parameters=parameters, timeout=900)
+        # Run again as the schedule would: no source, so the champion's recipe is retrained.
+        recipe = alias_version(MODEL, CHAMPION).tags
+        again = {"overrides": {"registry": {"model_name": MODEL}}}
+        rerun = run_deployment("training/training", parameters=again, timeout=900)
         assert rerun.state.is_completed(), rerun.state.message
-        _assert_production_is_whole()
+        versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
+        newest = max(versions, key=lambda v: int(v.version))
+        trained = newest.tags
+        assert (trained["data_source"], trained["profile"]) == (recipe["data_source"], recipe["profile"])
+        assert trained["trigger"] == "deployment"
+        _assert_production_is_whole(before, str(newest.version))
     finally:
         stop_worker(worker)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from pneumo.config import load_params
-from pneumo.metrics import paired_comparison, specificity_at_sensitivity
-from tasks.gate import CHAMPION_SPLIT, OWN_SPLIT, decide, unseen
+from pneumo.contract import Recipe
+from pneumo.metrics import binary_metrics, paired_comparison, specificity_at_sensitivity
+from tasks.gate import CHAMPION_SPLIT, OWN_SPLIT, decide, judged_alone, unseen
 
 GATE = load_params()["gate"]
 GOOD = {"test_auc": 0.95, "test_sensitivity": 0.96, "test_specificity": 0.80}
@@ -30,6 +31,9 @@ def test_matched_operating_point_ignores_each_models_own_threshold():
     assert specificity_at_sensitivity(y, good, 0.95) == pytest.approx(
         specificity_at_sensitivity(y, everything_positive, 0.95)
     )
+    # ... while at its own threshold of 0.5 it has no specificity at all.
+    assert binary_metrics(y, everything_positive, 0.5)["specificity"] == 0.0
+    assert binary_metrics(y, good, 0.5)["specificity"] > 0.5
 
 
 def test_paired_comparison_of_a_model_with_itself_is_exactly_zero():
@@ -101,20 +105,38 @@ def test_worse_at_the_matched_operating_point_is_refused_with_its_numbers():
     assert "champion v3's 0.800" in reason and "95% interval" in reason
 
 
+def _scores(n: int = 120, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    good = np.clip(np.where(y == 1, rng.normal(0.8, 0.1, n), rng.normal(0.2, 0.1, n)), 0, 1)
+    return y, good, np.arange(n).astype(str)
+
+
 def test_a_champion_that_calls_everything_positive_does_not_block():
-    """The measured case: a real-X-ray candidate against the synthetic demo champion."""
-    demo = {"auc": 0.52, "specificity_at_target": 0.03}  # nearly every real film called positive
-    xray = {"auc": 0.99, "specificity_at_target": 0.97}
+    """The measured case: a real-X-ray candidate against the synthetic demo champion, which calls
+    nearly every real film positive (and would win on sensitivity at its own threshold)."""
+    y, good, patients = _scores()
+    demo = np.full(len(y), 0.97) + np.random.default_rng(0).normal(0, 0.01, len(y))
+    comparison = {"champion": "1", "exception": None,
+                  "splits": {OWN_SPLIT: paired_comparison(y, good, demo, patients, 0.95, 200)}}  # fmt: skip
     candidate = {"test_auc": 0.990, "test_sensitivity": 0.944, "test_specificity": 0.971}
-    assert decide(candidate, _comparison(xray, demo), GATE).promote
+    decision = decide(candidate, comparison, GATE)
+    assert decision.promote, decision.reasons
 
 
 def test_a_candidate_that_calls_everything_positive_does_not_pass():
-    everything = {"test_auc": 0.5, "test_sensitivity": 1.0, "test_specificity": 0.0}
-    decision = decide(everything, _comparison({"auc": 0.5, "specificity_at_target": 0.02}, SAME), GATE)
+    y, good, patients = _scores()
+    everything = np.full(len(y), 0.99)
+    compared = paired_comparison(y, everything, good, patients, 0.95, 200)
+    comparison = {"champion": "3", "exception": None, "splits": {OWN_SPLIT: compared}}
+    as_trained = {"test_auc": 0.5, "test_sensitivity": 1.0, "test_specificity": 0.0}
+    decision = decide(as_trained, comparison, GATE)
     assert not decision.promote
     assert any("test_specificity 0.000 is below" in r for r in decision.reasons)
-    assert any("AUC 0.500" in r for r in decision.reasons)
+    assert any("AUC 0.500 is worse than champion v3" in r for r in decision.reasons)
+    # Even with minimums it could meet, the comparison on the same images refuses it.
+    decision = decide(GOOD, comparison, GATE)
+    assert not decision.promote and "specificity at the target sensitivity 0.000" in decision.reasons[-1]
 
 
 def test_an_unavailable_champion_split_refuses():
@@ -126,12 +148,22 @@ def test_an_unavailable_champion_split_refuses():
 
 def test_the_operator_exception_is_said_in_the_decision():
     comparison = _comparison(SAME, SAME)
-    comparison["exception"] = (
-        "judged on the candidate's test split only: an operator's training on a new source"
-    )
+    comparison["exception"] = "judged on the candidate's test split only: an operator's training on a new"
     decision = decide(GOOD, comparison, GATE)
     assert decision.promote and decision.judged_on == [OWN_SPLIT]
-    assert "operator's training on a new" in decision.reasons[-1]
+    assert "operator's training on a new" in decision.reasons[-1] and decision.exception
+
+
+def test_only_an_operator_on_a_new_source_is_judged_alone():
+    champion = Recipe("s3://pneumo-raw/synthetic", "demo", {}, "operator")
+    for trigger in ("drift", "deployment"):
+        assert judged_alone(Recipe("s3://pneumo-raw/cxr", "xray", {}, trigger), champion, "1") is None
+    assert judged_alone(Recipe("s3://pneumo-raw/synthetic", "test", {}, "operator"), champion, "1") is None
+    reason = judged_alone(Recipe("s3://pneumo-raw/cxr", "xray", {}, "operator"), champion, "1")
+    assert (
+        "s3://pneumo-raw/cxr" in reason and "champion v1 was trained on s3://pneumo-raw/synthetic" in reason
+    )
+    assert "an unrecorded source" in judged_alone(Recipe("s3://x/y", "xray", {}, "operator"), None, "1")
 
 
 def test_unseen_leaves_out_images_and_patients_the_candidate_trained_on(tmp_path: Path):

@@ -24,6 +24,14 @@ from tasks.registry import ChampionMoved, RegistryError, history, promote, rollb
 
 pytestmark = pytest.mark.integration
 MODEL = "pneumonia-classifier"
+CLI = str(shutil.which("pneumo") or Path(__file__).parents[1] / ".venv" / "bin" / "pneumo")
+
+
+def _pneumo(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_stack_is_healthy_and_second_up_is_harmless(stack: Settings):
@@ -146,37 +154,47 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     assert history(MODEL)[-1]["reason"] == "bad model"
 
 
-def test_a_rerun_of_an_interrupted_promotion_repairs_previous(stack: Settings):
-    """``champion`` moved but the flow died before ``previous`` moved: the rerun repairs it."""
+def test_a_promotion_cut_short_is_finished_by_the_next_training(stack: Settings, source: str):
+    """``champion`` moved, then the process died before ``previous`` moved and before the audit:
+    the next training run (here one the gate refuses) finishes the promotion first."""
     client = mlflow.MlflowClient()
     champion = str(alias_version(MODEL, CHAMPION).version)
     other = next(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")
                  if str(v.version) != champion)  # fmt: skip
-    # What promote() does before the champion moves, then the move itself, then nothing more.
-    client.set_model_version_tag(MODEL, other, "promotion_replaces", champion)
-    client.set_model_version_tag(MODEL, other, "promotion_id", "interrupted1")
+    # Exactly what promote() has done when it is killed right after the champion moved.
+    intent = {"promotion_replaces": champion, "promotion_id": "cutshort0001",
+              "promotion_reason": "gate passed", "promotion_by": "gate"}  # fmt: skip
+    for key, value in intent.items():
+        client.set_model_version_tag(MODEL, other, key, value)
     client.set_registered_model_alias(MODEL, CHAMPION, other)
-    assert alias_version(MODEL, PREVIOUS) is None  # half done: previous still missing
-    assert promote.fn(MODEL, other, "rerun", expected=champion) == {"champion": other, "previous": champion}
+    assert alias_version(MODEL, PREVIOUS) is None  # half done
+
+    result = _pneumo("train", "--data", source, "--profile", "test", "--set", "train.epochs=1",
+                     "--set", "gate.min_test_auc=1.01")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["promoted"] is False and "below the minimum" in summary["reasons"][0]
+    assert {"model_uri", "version", "test_auc", "test_sensitivity", "judged_on"} <= summary.keys()
+    assert "registry repaired: completed the promotion" in result.stdout + result.stderr
+    assert str(alias_version(MODEL, CHAMPION).version) == other
     assert str(alias_version(MODEL, PREVIOUS).version) == champion
-
-    def promotions() -> int:
-        return sum(e["event"] == "promoted" and e["version"] == other for e in history(MODEL))
-
-    before = promotions()
-    promote.fn(MODEL, other, "rerun again", expected=champion)  # a second rerun changes nothing
-    assert promotions() == before and str(alias_version(MODEL, PREVIOUS).version) == champion
+    (record,) = [e for e in history(MODEL) if e["event"] == "promoted" and e["version"] == other
+                 and "after an interruption" in e["reason"]]  # fmt: skip
+    assert record["replaced"] == champion
     rollback(MODEL, "restore the original champion")
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
 
 
-def test_rollback_refuses_when_previous_is_the_champion(stack: Settings):
+def test_a_rollback_cut_short_is_repaired_and_a_second_one_refused(stack: Settings):
+    """A rollback killed after moving ``champion`` leaves ``previous`` on the champion itself."""
     client = mlflow.MlflowClient()
     champion = str(alias_version(MODEL, CHAMPION).version)
     client.set_registered_model_alias(MODEL, PREVIOUS, champion)
-    with pytest.raises(RegistryError, match="the champion itself"):
+    with pytest.raises(RegistryError, match=r"no @previous version .*which pointed at the champion"):
         rollback(MODEL, "nothing to go back to")
     assert str(alias_version(MODEL, CHAMPION).version) == champion
-    client.delete_registered_model_alias(MODEL, PREVIOUS)
+    assert alias_version(MODEL, PREVIOUS) is None
+    assert history(MODEL)[-1]["event"] == "repaired"
 
 
 def test_flow_run_is_recorded_in_prefect(stack: Settings):
@@ -207,30 +225,6 @@ def test_unreachable_s3_fails_fast(stack: Settings, source: str, monkeypatch):
         training(source=source, profile="test")
 
 
-def test_cli_train_prints_json_summary_last(stack: Settings, source: str):
-    cli = Path(shutil.which("pneumo") or Path(__file__).parents[1] / ".venv" / "bin" / "pneumo")
-    result = subprocess.run(
-        [str(cli), "train", "--data", source, "--profile", "test", "--set", "train.epochs=1",
-         "--set", "gate.min_test_auc=1.01"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["promoted"] is False
-    assert {"model_uri", "version", "test_auc", "test_sensitivity"} <= summary.keys()
-    assert "below the minimum" in summary["reasons"][0]
-
-
-CLI = str(shutil.which("pneumo") or Path(__file__).parents[1] / ".venv" / "bin" / "pneumo")
-
-
-def _pneumo(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    import os
-
-    env = {**os.environ, "COLUMNS": "250"}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -245,9 +239,8 @@ def test_cli_refuses_bad_parameters_before_uploading(stack: Settings, tmp_path: 
     generate(folder, n=12, seed=1, size=32, layout="folders")
     result = _pneumo("train", "--data", str(folder), *args, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {message}"] or result.stderr.startswith(
-        f"error: {message}"
-    ), result.stderr
+    (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"error: {message}"), line
     assert not list(s3_client(stack).list_objects_v2(Bucket=stack.raw_bucket, Prefix="never-uploaded/")
                     .get("Contents", []))  # fmt: skip
 
@@ -287,8 +280,11 @@ def test_operator_on_a_new_source_is_judged_on_its_own_split_drift_on_both(
 
     operator = training(source=other, profile="test", overrides=overrides, trigger="operator")
     assert operator["judged_on"] == ["candidate's test split"]
-    if operator["promoted"]:
-        assert "operator's training on a new data source" in operator["reasons"][-1]
+    decided = mlflow.artifacts.load_dict(f"runs:/{operator['run_id']}/{GATE_ARTIFACT}")
+    assert (
+        f"operator's training on a new data source ({other}; champion v{first['version']}"
+        in decided["exception"]
+    )
     champion = alias_version(GATE_MODEL, CHAMPION)
 
     # The champion's data must come back from DVC: delete its snapshot first.
