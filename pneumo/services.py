@@ -92,7 +92,7 @@ def until_reachable(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> T:
             limit = wait_limit_s()
-            deadline = time.monotonic() + limit
+            deadline: float | None = None  # the wait starts at the first failure, not at the call
             attempt = 0
             while True:
                 try:
@@ -104,6 +104,7 @@ def until_reachable(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]
                     if service is None:
                         raise
                     attempt += 1
+                    deadline = deadline if deadline is not None else time.monotonic() + limit
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise ServiceUnavailable(

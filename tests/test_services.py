@@ -55,6 +55,24 @@ def test_the_wait_is_bounded_and_every_retry_says_so(monkeypatch, capsys):
     )
 
 
+def test_the_wait_starts_when_the_service_is_lost_not_when_the_work_started(monkeypatch):
+    """A training that runs longer than the limit before MLflow goes away still gets its retries."""
+    monkeypatch.setenv("PNEUMO_SERVICE_WAIT_S", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    calls = []
+
+    @until_reachable("training")
+    def train():
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2.5)  # longer than the whole limit, before the first failure
+        mlflow.MlflowClient("http://127.0.0.1:1").get_experiment("0")
+
+    with pytest.raises(ServiceUnavailable):
+        train()
+    assert len(calls) >= 2
+
+
 def test_an_error_the_service_answered_with_is_not_waited_for():
     calls = []
 
