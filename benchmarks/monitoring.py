@@ -10,7 +10,6 @@ and the growth per 10x records. Targets: no worse than linear growth; 100k recor
 from __future__ import annotations
 
 import itertools
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,12 +20,9 @@ import numpy as np
 import pandas as pd
 import typer
 
-# This script is named like the `monitoring` package: keep its own folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS  # noqa: E402
-from serving.records import make_engine, predictions  # noqa: E402
-from tasks.monitor import load_production, run_report  # noqa: E402
+from pneumo.monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS
+from pneumo.monitoring.records import make_engine, predictions
+from pneumo.tasks.monitor import load_production, run_report
 
 app = typer.Typer(add_completion=False)
 

@@ -1,7 +1,7 @@
 """Model quality of a training recipe on real chest X-rays: patient-level k-fold cross-validation.
 
 Trains the profile's model (``xray`` by default) with the project's own code (context images,
-online augmentation, ``build_model``) once per fold, predicts the held-out patients, and reports
+online augmentation, ``pneumo.network``) once per fold, predicts the held-out patients, and reports
 AUC, sensitivity and specificity per fold and pooled. The decision threshold of fold k is chosen,
 for sensitivity ``gate.target_sensitivity``, on the out-of-fold predictions of the *other* folds,
 never on fold k itself. The held-out images are also scored after degradations a clinic's images
@@ -25,17 +25,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+import pandas as pd
 import typer
+from PIL import Image, ImageEnhance
+from sklearn.metrics import roc_auc_score, roc_curve
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# benchmarks/monitoring.py is named like the `monitoring` package: keep this folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from pneumo.augment import context, context_side
+from pneumo.config import load_params, parse_overrides, state_dir
+from pneumo.datasets import read_labelled
+from pneumo.images import decode, prepare, square
+from pneumo.metrics import binary_metrics, bootstrap_intervals, choose_threshold
+from pneumo.network import fit_on_contexts, predict
+from pneumo.processed import patient_folds
+
 app = typer.Typer(add_completion=False)
 TARGETS = {"auc": 0.98, "sensitivity": 0.95, "specificity": 0.90, "max_auc_drop": 0.02}
 
@@ -45,29 +52,21 @@ def _gamma(image: Any, gamma: float) -> Any:
 
 
 def _contrast(image: Any, factor: float) -> Any:
-    from PIL import ImageEnhance
-
     return ImageEnhance.Contrast(image).enhance(factor)
 
 
 def _squash_jpeg(image: Any) -> Any:
-    from PIL import Image
-
     buffer = io.BytesIO()
     image.resize((224, 224), Image.BILINEAR).convert("RGB").save(buffer, "JPEG", quality=75)
     return Image.open(io.BytesIO(buffer.getvalue()))
 
 
 def _low_resolution(image: Any, short_side: int = 112) -> Any:
-    from PIL import Image
-
     scale = short_side / min(image.size)
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
 
 
 def _square_crop(image: Any) -> Any:
-    from pneumo.images import square
-
     return square(image, "crop")
 
 
@@ -85,11 +84,6 @@ CONDITIONS = {
 
 def fold_predictions(model: Any, originals: list[Any], rows: Any, params: dict[str, Any]) -> dict[str, Any]:
     """Probabilities of the held-out rows under every condition."""
-    import numpy as np
-
-    from pneumo.images import prepare
-    from tasks.evaluate import predict
-
     size, square = params["data"]["image_size"], params["data"]["square"]
     return {
         name: predict(model, np.stack([prepare(change(originals[i]), size, square) for i in rows]))
@@ -99,10 +93,6 @@ def fold_predictions(model: Any, originals: list[Any], rows: Any, params: dict[s
 
 def summarise(table: Any, folds: int, target_sensitivity: float) -> dict[str, Any]:
     """Per-fold and pooled metrics per condition, thresholds chosen out of fold."""
-    import numpy as np
-    from sklearn.metrics import roc_curve
-
-    from pneumo.metrics import binary_metrics, bootstrap_intervals, choose_threshold
 
     results: dict[str, Any] = {"thresholds": {}, "conditions": {}}
     for k in range(folds):
@@ -142,9 +132,6 @@ def summarise(table: Any, folds: int, target_sensitivity: float) -> dict[str, An
 
 def geometry_baseline(originals: list[Any], y: Any) -> dict[str, float]:
     """AUC of image width and aspect ratio alone: the shortcut the preprocessing must not use."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
     width = np.array([image.width for image in originals], float)
     aspect = np.array([image.width / image.height for image in originals])
     auc = {name: roc_auc_score(y, values) for name, values in (("width", width), ("aspect", aspect))}
@@ -195,15 +182,6 @@ def main(
     out: Annotated[Path | None, typer.Option(help="Folder for predictions and results.json.")] = None,
 ) -> None:
     """Cross-validate a recipe on a labelled folder and print its quality and robustness."""
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score
-
-    from pneumo.augment import context, context_side
-    from pneumo.config import load_params, parse_overrides, state_dir
-    from pneumo.datasets import read_labelled
-    from pneumo.images import decode
-    from tasks.threshold import fit_on_contexts, patient_folds
-
     overrides = parse_overrides(set_ or [])
     params = load_params(profile, overrides)
     table = read_labelled(data, params["data"]["positive_label"], params["data"]["negative_label"])

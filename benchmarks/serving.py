@@ -40,10 +40,10 @@ import typer
 from PIL import Image
 from urllib3 import encode_multipart_formdata
 
-from pneumo.cli_ops import gunicorn_command
 from pneumo.config import apply_client_env
+from pneumo.contract import CHAMPION, VersionSpec
 from pneumo.images import decode, prepare
-from pneumo.stack import terminate_group
+from pneumo.stack import gunicorn_command, terminate_group
 from pneumo.synth import generate
 
 app = typer.Typer(add_completion=False)
@@ -219,8 +219,9 @@ def main(
     opts = dict(locals())  # the options, by name
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM as on Ctrl-C
     apply_client_env()
-    version = mlflow.MlflowClient().get_model_version_by_alias(model_name, "champion")
-    size, square = int(version.tags["image_size"]), version.tags.get("square", "crop")
+    version = mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    spec = VersionSpec.of(version).required(f"{model_name}@{CHAMPION}")
+    size, square = spec.image_size, spec.square
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="pneumo-serving-bench-") as tmp_name:
         tmp = Path(tmp_name)

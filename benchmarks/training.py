@@ -1,8 +1,8 @@
 """Training throughput: the real tf.data input pipeline against in-memory tensors.
 
 Builds the project's Keras model, trains it for the same number of steps once fed by
-``tasks.train.make_dataset`` over a real processed train split (synthetic images run through
-``tasks.preprocess``) and once fed by one pre-built float32 batch, and prints images per second and
+``pneumo.network.make_dataset`` over a real processed train split (synthetic images run through
+``pneumo.processed``) and once fed by one pre-built float32 batch, and prints images per second and
 the pipeline's overhead. Numbers only, no assertions; the target is an overhead under 10%.
 
 Steps are timed by a callback from the first batch's start to the last batch's end, not around
@@ -24,7 +24,11 @@ from typing import Annotated, Any
 
 import typer
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pneumo.config import load_params
+from pneumo.processed import build_processed, load_split
+from pneumo.synth import generate
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported (in main)
 app = typer.Typer(add_completion=False)
 
 
@@ -47,12 +51,9 @@ def timed_fit(model: Any, dataset: Any, steps: int) -> float:
 
 def prepare_data(params: dict[str, Any], n_images: int, root: Path) -> tuple[Any, Any]:
     """Generate a synthetic NIH-layout set below ``root`` and return its processed train split."""
-    from pneumo.synth import generate
-    from tasks.preprocess import load_split, preprocess
-
     raw = root / "raw" / "synthetic"
     generate(raw, n=n_images, seed=0, size=max(256, params["data"]["image_size"]))
-    processed = preprocess.fn(str(raw), params, data_version="benchmark")
+    processed = build_processed(str(raw), params, data_version="benchmark")
     return load_split(processed, "train")
 
 
@@ -82,8 +83,7 @@ def main(
         import numpy as np
         import tensorflow as tf
 
-        from pneumo.config import load_params
-        from tasks.train import build_model, make_dataset
+        from pneumo.network import build_network, make_dataset
 
         params = load_params(profile, overrides)
         cfg, size, batch = params["train"], params["data"]["image_size"], params["train"]["batch_size"]
@@ -95,7 +95,7 @@ def main(
             f"cpus {os.cpu_count()}, gpus {len(tf.config.list_physical_devices('GPU'))}"
         )
         keras.utils.set_random_seed(cfg["seed"])
-        model = build_model(size, cfg)
+        model = build_network(size, cfg)
 
         pipeline = make_dataset(x, y, batch, cfg["seed"]).repeat()
         idx = np.arange(batch) % len(y)

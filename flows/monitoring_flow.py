@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from pneumo.config import Settings, load_params
 from pneumo.contract import CHAMPION
-from tasks.monitor import (
+from pneumo.tasks.monitor import (
     load_production,
     load_reference,
     parse_window,
@@ -20,7 +20,7 @@ from tasks.monitor import (
     save_report,
     scratch_dir,
 )
-from tasks.retrain import decide_and_trigger
+from pneumo.tasks.retrain import decide_and_trigger
 
 
 @flow(name="monitoring", log_prints=True)

@@ -1,8 +1,10 @@
-"""The ``training`` flow: ingest -> version -> preprocess -> train -> evaluate (+ monitoring
-reference) -> register -> gate -> promote.
+"""The ``training`` flow: ingest -> version -> preprocess -> train -> threshold -> evaluate
+(+ monitoring reference) -> register -> gate -> promote.
 
-This file is the one place the step order is written. Parameters are checked before any work, and
-the whole run holds the model's one training slot (:func:`pneumo.orchestration.training_slot`).
+This file is the one place the step order is written: the DVC stages (``pneumo stage``) call
+:func:`train_and_evaluate` and :func:`gate_and_promote` from here. Parameters are checked before
+any work, and the whole run holds the model's one training slot
+(:func:`pneumo.orchestration.training_slot`).
 """
 
 from __future__ import annotations
@@ -13,21 +15,20 @@ from typing import Any
 import mlflow
 from prefect import flow, task
 
-from pneumo.config import DEFAULT_PROFILE, DEMO_SOURCE, Settings, load_params, workdir
+from pneumo.config import DEFAULT_PROFILE, DEMO_PROFILE, DEMO_SOURCE, Settings, load_params, workdir
 from pneumo.contract import CHAMPION, TRIGGERS, Recipe
 from pneumo.models import alias_version
 from pneumo.orchestration import training_slot
-from pneumo.services import SERVICE_TASK, ServiceUnavailable, until_reachable
-from pneumo.stack import http_ok
+from pneumo.services import SERVICE_TASK, ServiceUnavailable, http_ok, until_reachable
 from pneumo.storage import s3_client, split_uri
-from tasks.evaluate import evaluate
-from tasks.gate import compare_with_champion, decide
-from tasks.ingest import SourceError, ingest, version_data
-from tasks.preprocess import preprocess
-from tasks.reference import build_reference
-from tasks.registry import ChampionMoved, promote, record_gate, register, repair_registry
-from tasks.threshold import cross_validated_threshold
-from tasks.train import train
+from pneumo.tasks.evaluate import evaluate
+from pneumo.tasks.gate import compare_with_champion, decide
+from pneumo.tasks.ingest import SourceError, ingest, version_data
+from pneumo.tasks.preprocess import preprocess
+from pneumo.tasks.reference import build_reference
+from pneumo.tasks.registry import ChampionMoved, promote, record_gate, register, repair_registry
+from pneumo.tasks.threshold import cross_validated_threshold
+from pneumo.tasks.train import train
 
 GATE_ATTEMPTS = 3  # the champion moved while gating: gate again, at most this often
 
@@ -69,7 +70,7 @@ def resolve_recipe(
     recipe = Recipe.from_tags(champion.tags) if champion is not None else None
     if recipe is None:
         print(f"{name} has no champion that records its recipe: training the demo recipe")
-        return Recipe(DEMO_SOURCE, profile or "demo", overrides or {}, trigger)
+        return Recipe(DEMO_SOURCE, profile or DEMO_PROFILE, overrides or {}, trigger)
     print(f"retraining champion v{champion.version}'s recipe: {recipe.source}, profile {recipe.profile}")
     chosen = recipe.overrides if overrides is None else overrides
     return Recipe(recipe.source, profile or recipe.profile, chosen, trigger)
@@ -106,15 +107,26 @@ def training(
         raw_dir = ingest(recipe.source)
         data_version = version_data(raw_dir)
         processed = preprocess(raw_dir, params, data_version)
-        run = train(processed, params, data_version, recipe.source)
-        cross_validated = (
-            cross_validated_threshold(processed, params) if params["gate"]["threshold_folds"] else None
-        )
-        results = evaluate(run["run_id"], run["model_uri"], processed, params, cross_validated)
-        build_reference(run["run_id"], run["model_uri"], processed, params)
+        run, results = train_and_evaluate(processed, params, data_version, recipe.source)
         data = {"data_version": data_version, "data_path": Path(raw_dir).relative_to(workdir()).as_posix()}
         outcome = gate_and_promote(processed, run, results, params, data, recipe)
     return {**outcome, "profile": recipe.profile, "trigger": trigger}
+
+
+def train_and_evaluate(
+    processed: str, params: dict[str, Any], data_version: str, source: str
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Train, choose the threshold, evaluate on the test split, and store the monitoring reference.
+
+    Returns:
+        The training run (``run_id``, ``model_uri``) and the evaluation's results.
+    """
+    run = train(processed, params, data_version, source)
+    folds = params["gate"]["threshold_folds"]
+    cross_validated = cross_validated_threshold(processed, params) if folds else None
+    results = evaluate(run["run_id"], run["model_uri"], processed, params, cross_validated)
+    build_reference(run["run_id"], run["model_uri"], processed, params)
+    return run, results
 
 
 def gate_and_promote(

@@ -8,7 +8,7 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
-from monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS, IMAGE_COLUMNS, PREDICTION_COLUMN
+from pneumo.monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS, IMAGE_COLUMNS, PREDICTION_COLUMN
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[Any, dict[str, Any]]:

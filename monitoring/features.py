@@ -1,8 +1,9 @@
 """The features of one image, computed by the same code for the training reference and production.
 
 Image statistics (``pneumo.images.image_stats``), the model's probability, and a compact embedding:
-the penultimate layer (``head``) projected on a PCA fitted to the training images of that model
-version. The PCA travels with the model version as an artifact, so serving projects the same way.
+the penultimate layer (:data:`pneumo.contract.EMBEDDING_LAYER`) projected on a PCA fitted to the
+training images of that model version. The PCA travels with the model version as an artifact
+(:data:`pneumo.contract.PCA_ARTIFACT`), so serving projects the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from pneumo.contract import EMBEDDING_LAYER
 
 IMAGE_COLUMNS = (
     "width", "height", "aspect", "bit_depth",
@@ -19,10 +22,6 @@ PREDICTION_COLUMN = "probability"
 EMBEDDING_DIMS = 4
 EMBEDDING_COLUMNS = tuple(f"emb_{i}" for i in range(EMBEDDING_DIMS))
 FEATURE_COLUMNS = (*IMAGE_COLUMNS, PREDICTION_COLUMN, *EMBEDDING_COLUMNS)
-EMBEDDING_LAYER = "head"  # the dense layer before the output (tasks/train.py)
-PCA_ARTIFACT = "monitoring/pca.json"
-REFERENCE_ARTIFACT = "monitoring/reference.csv"
-ONNX_ARTIFACT = "onnx/model.onnx"  # the serving graph: [probability, penultimate activations]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pneumo.validation import ParamsError, check_types, check_values
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "params.yaml"
 DEFAULT_PROFILE = "default"
+DEMO_PROFILE = "demo"  # the profile `make run` trains
+RAW_DATA = Path("data") / "raw"  # raw snapshots, relative to the workdir
 DEMO_SOURCE = "s3://pneumo-raw/synthetic"  # where `make run` uploads the synthetic data set
 
 

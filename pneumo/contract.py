@@ -1,20 +1,46 @@
-"""What a registered model version carries, so that anything can retrain, judge or restore it.
+"""The registry contract: what a registered model version carries, and the names everyone relies on.
 
-Training writes these tags and artifacts; the gate, monitoring and the registry commands read them.
+Training writes it (:mod:`pneumo.tasks.registry`); serving, evaluation, the gate, monitoring, the
+``pneumo model`` commands and the benchmarks read it, through this module only. A tag, an artifact
+path or a layer name that two parts of the system must agree on is defined here and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CHAMPION, PREVIOUS = "champion", "previous"  # production, and the version it replaced
+# Aliases: the version in production, and the one it replaced (what a rollback goes back to).
+CHAMPION, PREVIOUS = "champion", "previous"
+
+# Artifacts of a version's training run.
+MODEL_ARTIFACT = "model"  # the MLflow Keras model
+ONNX_ARTIFACT = "onnx/model.onnx"  # the serving graph: [probability, penultimate activations]
+PCA_ARTIFACT = "monitoring/pca.json"  # the embedding's projection, fitted on the training images
+REFERENCE_ARTIFACT = "monitoring/reference.csv"  # monitoring features of the training images
 PARAMS_ARTIFACT = "recipe/params.json"  # the full parameters the version was trained with
 GATE_ARTIFACT = "gate/decision.json"  # the gate's decision and every number behind it
+CARD_ARTIFACT = "model_card.md"  # the version's model card (also its description)
+HISTORY_ARTIFACT = "history.json"  # the per-epoch training metrics
+SUMMARY_ARTIFACT = "data/summary.json"  # the processed data's summary (split sizes, unreadable)
 AUDIT_FOLDER = "registry/audit"  # one JSON file per registry event, never rewritten
 
+# Layers of the network that serving, Grad-CAM and monitoring reach by name.
+INPUT_LAYER = "image"  # (size, size, 1) grayscale, pixel values 0..255
+FEATURE_POOL = "pool"  # global pooling after the last convolutional feature map: Grad-CAM starts here
+EMBEDDING_LAYER = "head"  # the dense layer before the output: monitoring's embedding
+OUTPUT_LAYER = "pneumonia"  # the sigmoid probability
+
+GATE_TAG = "gate"  # the gate's verdict on a version: passed or refused
 TRIGGERS = ("operator", "deployment", "drift")  # who started a training run
+SQUARE_DEFAULT = "crop"  # versions registered before ``square`` was recorded were centre-cropped
+TAGGED_METRICS = ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1",
+                  "test_accuracy")  # fmt: skip
+
+
+class ContractError(LookupError):
+    """A version lacks what the contract requires (it was not registered by the training flow)."""
 
 
 @dataclass(frozen=True)
@@ -54,3 +80,73 @@ class Recipe:
             "overrides": self.overrides,
             "trigger": trigger,
         }
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """The tags training writes on a registered version: how to feed it, where it decides, what
+    it was trained on, and how well it did.
+
+    ``threshold`` and ``image_size`` are None only on versions registered outside the training flow;
+    :meth:`required` refuses those where a prediction needs them.
+    """
+
+    threshold: float | None
+    image_size: int | None
+    square: str = SQUARE_DEFAULT
+    run_id: str | None = None
+    data_version: str | None = None
+    data_path: str | None = None
+    recipe: Recipe | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {"threshold": self.threshold, "image_size": self.image_size, "square": self.square,
+                "run_id": self.run_id, "data_version": self.data_version, "data_path": self.data_path,
+                **{name: round(value, 4) for name, value in self.metrics.items()}}  # fmt: skip
+        tags = {key: str(value) for key, value in tags.items() if value is not None}
+        return {**tags, **(self.recipe.to_tags() if self.recipe else {})}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> VersionSpec:
+        return cls(
+            threshold=float(tags["threshold"]) if "threshold" in tags else None,
+            image_size=int(tags["image_size"]) if "image_size" in tags else None,
+            square=tags.get("square", SQUARE_DEFAULT),
+            run_id=tags.get("run_id"),
+            data_version=tags.get("data_version"),
+            data_path=tags.get("data_path"),
+            recipe=Recipe.from_tags(tags),
+            metrics={name: float(tags[name]) for name in TAGGED_METRICS if name in tags},
+        )
+
+    @classmethod
+    def of(cls, version: Any) -> VersionSpec:
+        """The spec of an MLflow ``ModelVersion``."""
+        return cls.from_tags(version.tags)
+
+    def missing(self) -> list[str]:
+        """The tags a prediction needs that this version lacks."""
+        return [name for name in ("threshold", "image_size") if getattr(self, name) is None]
+
+    def required(self, what: str) -> VersionSpec:
+        """This spec, or :class:`ContractError` naming what ``what`` lacks."""
+        if self.missing():
+            raise ContractError(f"{what} lacks the tags {', '.join(self.missing())}: it was not "
+                                "registered by the training flow")  # fmt: skip
+        return self
+
+
+@dataclass
+class GateDecision:
+    """Whether to promote, why, and every number behind it (logged as :data:`GATE_ARTIFACT`)."""
+
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    champion: str | None = None  # the champion version compared against (compare-and-set)
+    comparisons: dict[str, Any] = field(default_factory=dict)
+    judged_on: list[str] = field(default_factory=list)
+    exception: str | None = None  # why only the candidate's test split counted
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,4 +1,4 @@
-"""Loading registered Keras models for inference."""
+"""Finding and loading registered models: the one helper everything uses to reach the registry."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import ctypes
 import tempfile
 from typing import Any
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 
 def load_keras(model_uri: str) -> Any:
     """Download an MLflow TensorFlow/Keras model and load it for inference only.
@@ -14,8 +17,6 @@ def load_keras(model_uri: str) -> Any:
     The download goes to a private folder removed once the weights are in memory (MLflow's default
     leaves a copy in /tmp per load), and the optimizer state is not restored (``compile=False``).
     """
-    import mlflow
-
     with tempfile.TemporaryDirectory(prefix="pneumo-model-") as folder:
         model = mlflow.tensorflow.load_model(
             model_uri, dst_path=folder, keras_model_kwargs={"compile": False}
@@ -33,9 +34,6 @@ def alias_version(name: str, alias: str) -> Any | None:
     Raises:
         Exception: anything else, e.g. the registry cannot be reached.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as error:

@@ -1,5 +1,6 @@
-"""What Prefect does for the loop beyond running flows: one training per model at a time, one
-alias move at a time, and flow runs whose process died marked CRASHED instead of RUNNING forever.
+"""What Prefect does for the loop beyond running flows: the deployments and their work pool, one
+training per model at a time, one alias move at a time, and flow runs whose process died marked
+CRASHED instead of RUNNING forever.
 
 Both are Prefect's own mechanisms, so they hold across workers and machines: a global
 concurrency limit with a lease (a killed holder's slot frees itself when the lease runs out), and
@@ -10,19 +11,29 @@ by :meth:`pneumo.config.Settings.client_env`).
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 from prefect.automations import Automation
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
 from prefect.client.schemas.objects import StateType
 from prefect.concurrency.sync import concurrency
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from pneumo.config import ROOT
+
+WORK_POOL = "pneumo-process"  # the process work pool of prefect.yaml's deployments
+PREFECT = str(Path(sys.executable).parent / "prefect")
 
 SLOT_LEASE_S = 60  # a holder that died frees its training slot after at most this long
 HEARTBEAT_S = 30  # Prefect's minimum heartbeat interval
@@ -132,3 +143,32 @@ def ensure_zombie_automation() -> None:
         ),
         actions=[ChangeFlowRunState(state=StateType.CRASHED, message=ZOMBIE_MESSAGE)],
     ).create()
+
+
+def register_deployments() -> None:
+    """Create the process work pool if needed, register every deployment of prefect.yaml, and the
+    automation that marks flow runs whose process died as CRASHED.
+
+    Raises:
+        RuntimeError: ``prefect deploy`` failed (its output is in the message).
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(WORK_POOL)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                template = ProcessWorker.get_default_base_job_template()
+                client.create_work_pool(
+                    WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template)
+                )
+    env = {**os.environ, "PNEUMO_HOME": str(ROOT)}
+    result = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    ensure_zombie_automation()
+
+
+def worker_command() -> list[str]:
+    """The command that starts a Prefect worker on the project's work pool."""
+    return [PREFECT, "worker", "start", "--pool", WORK_POOL]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +31,22 @@ from pneumo.config import Settings
 
 DEFAULT_WAIT_S = 120.0
 T = TypeVar("T")
+
+
+def http_status(url: str, timeout: float = 2.0) -> int:
+    """The HTTP status ``url`` answers with, or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (OSError, ValueError):
+        return 0
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers with a status below 500."""
+    return 0 < http_status(url, timeout) < 500
 
 
 class ServiceUnavailable(RuntimeError):

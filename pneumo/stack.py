@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumo.config import Settings, state_dir
+from pneumo.config import ROOT, Settings, state_dir
+from pneumo.services import http_ok
+from pneumo.storage import s3_client
 
 BIN = Path(sys.executable).parent
 
@@ -77,22 +77,6 @@ def services(settings: Settings) -> list[Service]:
         Service("mlflow", mlflow, f"{settings.mlflow_uri}/health", base_env),
         Service("prefect", prefect, f"{settings.prefect_api_url}/health", base_env),
     ]
-
-
-def http_status(url: str, timeout: float = 2.0) -> int:
-    """The HTTP status ``url`` answers with, or 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (OSError, ValueError):
-        return 0
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """True when ``url`` answers with a status below 500."""
-    return 0 < http_status(url, timeout) < 500
 
 
 def _read_pid(service: Service) -> int | None:
@@ -155,8 +139,6 @@ def _wait_healthy(service: Service, pid: int) -> None:
 
 def ensure_buckets(settings: Settings) -> None:
     """Create the project's buckets if they are missing."""
-    from pneumo.storage import s3_client
-
     client = s3_client(settings)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for bucket in settings.buckets:
@@ -242,3 +224,10 @@ def status(settings: Settings) -> list[dict[str, object]]:
         }
         for s in services(settings)
     ]
+
+
+def gunicorn_command(host: str, port: int, workers: int, threads: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start the prediction service under gunicorn."""
+    env = {"PNEUMO_HOST": host, "PNEUMO_PORT": str(port), "PNEUMO_WORKERS": str(workers),
+           "PNEUMO_THREADS": str(threads)}  # fmt: skip
+    return [str(BIN / "gunicorn"), "-c", str(ROOT / "serving" / "gunicorn.conf.py")], env

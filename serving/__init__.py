@@ -11,14 +11,21 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from pneumo.config import Settings, apply_client_env, load_params, state_dir
+from pneumo.contract import CHAMPION
+from pneumo.serving import metrics
+from pneumo.serving.api import bp as api_bp
+from pneumo.serving.model import ModelHolder
+from pneumo.serving.ops import bp as ops_bp
+from pneumo.serving.records import Recorder
+from pneumo.serving.reports import bp as reports_bp
 
 
-def settings_from_env() -> dict[str, Any]:
-    """App configuration from ``PNEUMO_*`` environment variables (see the README)."""
+def app_config_from_env() -> dict[str, Any]:
+    """The Flask app's configuration from ``PNEUMO_*`` environment variables (see the README)."""
     env = os.environ.get
     return {
         "MODEL_NAME": env("PNEUMO_MODEL_NAME", load_params()["registry"]["model_name"]),
-        "MODEL_ALIAS": env("PNEUMO_MODEL_ALIAS", "champion"),
+        "MODEL_ALIAS": env("PNEUMO_MODEL_ALIAS", CHAMPION),
         "RELOAD_INTERVAL_S": float(env("PNEUMO_RELOAD_INTERVAL", "30")),
         "MAX_CONTENT_LENGTH": int(float(env("PNEUMO_MAX_UPLOAD_MB", "20")) * 1024 * 1024),
         "MAX_PIXELS": int(env("PNEUMO_MAX_PIXELS", str(50_000_000))),
@@ -39,15 +46,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     apply_client_env()
-    from serving import metrics
-    from serving.api import bp as api_bp
-    from serving.model import ModelHolder
-    from serving.ops import bp as ops_bp
-    from serving.records import Recorder
-    from serving.reports import bp as reports_bp
 
     app = Flask(__name__)
-    app.config.from_mapping(settings_from_env())
+    app.config.from_mapping(app_config_from_env())
     app.config.update(test_config or {})
     app.json.sort_keys = False
 

@@ -8,9 +8,9 @@ import uuid
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
 from pneumo.images import CorruptImage, ImageTooLarge, UnsupportedImage, decode, prepare
-from serving import metrics
-from serving.auth import require_token
-from serving.records import Observation, now
+from pneumo.serving import metrics
+from pneumo.serving.auth import require_token
+from pneumo.serving.records import Observation, now
 
 bp = Blueprint("api", __name__)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "MPO")  # MPO: the JPEG variant many cameras write

@@ -10,11 +10,11 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-FEATURE_POOL = "pool"  # the pooling layer after the last convolutional feature map (tasks/train.py)
+from pneumo.contract import FEATURE_POOL
 
 
 class GradCam:
-    """Gradient-weighted class activation maps for a model with a ``pool`` layer."""
+    """Gradient-weighted class activation maps for a model with a :data:`FEATURE_POOL` layer."""
 
     def __init__(self, model: keras.Model) -> None:
         pool = model.get_layer(FEATURE_POOL)
@@ -26,7 +26,7 @@ class GradCam:
 
     @classmethod
     def for_model(cls, model: keras.Model) -> GradCam | None:
-        """A Grad-CAM for ``model``, or None when the model has no ``pool`` layer."""
+        """A Grad-CAM for ``model``, or None when the model has no :data:`FEATURE_POOL` layer."""
         try:
             return cls(model)
         except ValueError:

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 
-wsgi_app = "serving:create_app()"
+wsgi_app = "pneumo.serving:create_app()"
 bind = f"{os.environ.get('PNEUMO_HOST', '127.0.0.1')}:{os.environ.get('PNEUMO_PORT', '8085')}"
 workers = int(os.environ.get("PNEUMO_WORKERS", "1"))
 threads = int(os.environ.get("PNEUMO_THREADS", "4"))

@@ -15,9 +15,11 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import onnxruntime
 
-from monitoring.features import ONNX_ARTIFACT, PCA_ARTIFACT, Projection, embedding_columns, with_embedding
+from pneumo.contract import ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec
 from pneumo.models import alias_version, load_keras, release_free_memory
+from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
 
 log = logging.getLogger(__name__)
 Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
@@ -36,7 +38,7 @@ class LazyGradCam:
         """The heat map over the image as base64 PNG; None when the model has no feature map."""
         with self._lock:
             if not self._built:
-                from serving.gradcam import GradCam
+                from pneumo.serving.gradcam import GradCam
 
                 self._cam = GradCam.for_model(self._keras_model or load_keras(self._model_uri))
                 self._keras_model, self._built = None, True
@@ -78,8 +80,6 @@ def onnx_runtime(run_id: str) -> Runtime | None:
     with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as scratch:
         path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=scratch)
         graph = Path(path).read_bytes()
-    import onnxruntime
-
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(os.environ.get("PNEUMO_ONNX_THREADS", "0"))  # 0: all cores
     session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
@@ -110,7 +110,8 @@ def keras_runtime(keras_model: Any, size: int) -> Runtime:
 
 def load_version(name: str, alias: str, version: Any) -> LoadedModel:
     """Load a model version: ONNX Runtime when the version has a graph, else TensorFlow."""
-    uri, size = f"models:/{name}/{version.version}", int(version.tags["image_size"])
+    spec = VersionSpec.of(version).required(f"{name} v{version.version}")
+    uri, size = f"models:/{name}/{version.version}", spec.image_size
     run = onnx_runtime(version.run_id)
     if run is not None:
         runtime, gradcam = "onnx", LazyGradCam(uri)
@@ -121,9 +122,9 @@ def load_version(name: str, alias: str, version: Any) -> LoadedModel:
         name=name,
         version=str(version.version),
         alias=alias,
-        threshold=float(version.tags["threshold"]),
+        threshold=spec.threshold,
         image_size=size,
-        square=version.tags.get("square", "crop"),
+        square=spec.square,
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         runtime=runtime,
         run=run,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from serving import metrics
-from serving.auth import require_token
+from pneumo.serving import metrics
+from pneumo.serving.auth import require_token
 
 bp = Blueprint("ops", __name__)
 

@@ -18,49 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    event,
-    select,
-)
+from sqlalchemy import Engine
 
-from monitoring.features import EMBEDDING_COLUMNS
 from pneumo.images import image_stats
-from serving.metrics import RECORDS_DROPPED
+from pneumo.monitoring.records import make_engine, predictions
+from pneumo.serving.metrics import RECORDS_DROPPED
+from pneumo.storage import s3_client, split_uri
 
 log = logging.getLogger(__name__)
-metadata = MetaData()
-predictions = Table(
-    "predictions",
-    metadata,
-    Column("request_id", String(36), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(20), nullable=False),
-    Column("probability", Float, nullable=False),
-    Column("threshold", Float, nullable=False),
-    Column("label", String(20), nullable=False),
-    Column("latency_ms", Float),
-    Column("width", Integer),
-    Column("height", Integer),
-    Column("aspect", Float),
-    Column("mode", String(10)),
-    Column("bit_depth", Integer),
-    *(
-        Column(name, Float)
-        for name in ("mean", "std", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "entropy")
-    ),
-    *(Column(name, Float) for name in EMBEDDING_COLUMNS),
-    Column("image_uri", String(500)),
-)
 
 
 @dataclass
@@ -80,22 +45,6 @@ class Observation:
     prepared: np.ndarray
     embedding: dict[str, float] | None = None
     raw: bytes | None = None
-
-
-def make_engine(url: str):
-    """An engine for ``url``; SQLite gets WAL and a busy timeout so workers can share the file."""
-    engine = create_engine(url, pool_pre_ping=True)
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
-    metadata.create_all(engine)
-    return engine
 
 
 class Recorder:
@@ -168,41 +117,10 @@ class Recorder:
         return row
 
     def _store_image(self, item: Observation) -> str:
-        from pneumo.storage import s3_client, split_uri
-
         bucket, prefix = split_uri(self.image_uri_prefix or "")
         key = f"{prefix}/{item.created_at:%Y/%m/%d}/{item.request_id}".lstrip("/")
         s3_client().upload_fileobj(io.BytesIO(item.raw or b""), bucket, key)
         return f"s3://{bucket}/{key}"
-
-
-def read_records(
-    url: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    model_name: str | None = None,
-    model_version: str | None = None,
-) -> list[dict]:
-    """Recorded predictions in ``[since, until)``, oldest first, optionally of one model version."""
-    query = select(predictions).order_by(predictions.c.created_at)
-    if model_name is not None:
-        query = query.where(predictions.c.model_name == model_name)
-    if model_version is not None:
-        query = query.where(predictions.c.model_version == model_version)
-    if since is not None:
-        query = query.where(predictions.c.created_at >= since)
-    if until is not None:
-        query = query.where(predictions.c.created_at < until)
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = [dict(row._mapping) for row in connection.execute(query)]
-    finally:
-        engine.dispose()
-    for row in rows:  # SQLite drops the zone; everything is stored in UTC
-        if row["created_at"].tzinfo is None:
-            row["created_at"] = row["created_at"].replace(tzinfo=UTC)
-    return rows
 
 
 def now() -> datetime:

@@ -1,80 +1,21 @@
-"""Evaluate: decision threshold on validation, test metrics and plots."""
+"""Evaluate: the decision threshold, test metrics with intervals, and plots, logged to the run."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.metrics import roc_curve
 
-from pneumo.images import load_prepared, model_input
+from pneumo.contract import HISTORY_ARTIFACT
+from pneumo.figures import confusion_figure, learning_curves, roc_figure
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold
 from pneumo.models import load_keras
+from pneumo.network import predict
+from pneumo.processed import load_split, split_rows
 from pneumo.services import SERVICE_TASK, until_reachable
-from tasks.preprocess import load_split, split_rows
-
-
-def predict(model: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Probabilities of pneumonia for prepared uint8 images ``(N, size, size)``."""
-    return model.predict(model_input(x), batch_size=batch, verbose=0).reshape(-1)
-
-
-def test_images_at(processed: str, size: int, square: str) -> tuple[np.ndarray, np.ndarray]:
-    """The test split prepared at another input size (to evaluate a champion of another shape)."""
-    test = split_rows(processed, "test")
-    x = np.stack([load_prepared(path, size, square) for path in test["path"]])
-    return x, test["label"].to_numpy(np.int64)
-
-
-def roc_figure(y: np.ndarray, p: np.ndarray, metrics: dict[str, float], title: str):
-    """The ROC curve with the operating point of the threshold marked."""
-    figure, axis = plt.subplots(figsize=(5, 5))
-    fpr, tpr, _ = roc_curve(y, p)
-    axis.plot(fpr, tpr, label=f"AUC = {metrics['auc']:.3f}")
-    axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    point = (1 - metrics["specificity"], metrics["sensitivity"])
-    axis.scatter(*point, color="red", label="threshold", zorder=3)
-    axis.set_xlabel("1 - specificity")
-    axis.set_ylabel("sensitivity")
-    axis.set_title(title)
-    axis.legend(loc="lower right")
-    return figure
-
-
-def confusion_figure(metrics: dict[str, float], title: str):
-    """The confusion matrix at the threshold, true class in rows."""
-    figure, axis = plt.subplots(figsize=(4, 4))
-    cells = np.array([[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]])
-    axis.imshow(cells, cmap="Blues")
-    for (row, col), value in np.ndenumerate(cells):
-        axis.text(col, row, str(value), ha="center", va="center", fontsize=14)
-    axis.set_xticks([0, 1], ["NORMAL", "PNEUMONIA"])
-    axis.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(title)
-    figure.tight_layout()
-    return figure
-
-
-def _learning_curves(history: dict[str, list[float]]):
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, name in zip(axes, ("loss", "auc"), strict=True):
-        for prefix in ("", "val_"):
-            values = history.get(prefix + name, [])
-            axis.plot(range(1, len(values) + 1), values, marker="o", label=(prefix or "train_") + name)
-        axis.set_xlabel("epoch")
-        axis.set_title(name)
-        axis.legend()
-    figure.tight_layout()
-    return figure
 
 
 @task(name="evaluate", **SERVICE_TASK)
@@ -118,7 +59,7 @@ def evaluate(
     }
     for name, (low, high) in intervals.items():
         results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
-    history = mlflow.artifacts.load_dict(f"runs:/{run_id}/history.json")
+    history = mlflow.artifacts.load_dict(f"runs:/{run_id}/{HISTORY_ARTIFACT}")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(results)
         mlflow.log_dict(
@@ -132,7 +73,7 @@ def evaluate(
             pd.DataFrame({"label": y_test, "probability": p_test}), "evaluation/test_predictions.json"
         )
         figures = {
-            "plots/learning_curves.png": _learning_curves(history),
+            "plots/learning_curves.png": learning_curves(history),
             "plots/roc.png": roc_figure(y_test, p_test, metrics, "ROC (test split)"),
             "plots/confusion_matrix.png": confusion_figure(metrics, "Confusion matrix (test)"),
         }

@@ -18,7 +18,6 @@ so. A retraining started by monitoring, or by the deployment's schedule, never i
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +26,18 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from pneumo.contract import CHAMPION, PARAMS_ARTIFACT, Recipe
+from pneumo.contract import CHAMPION, PARAMS_ARTIFACT, GateDecision, Recipe, VersionSpec
 from pneumo.images import load_prepared
 from pneumo.metrics import paired_comparison
 from pneumo.models import alias_version, load_keras
+from pneumo.network import predict
+from pneumo.processed import build_processed, split_rows
 from pneumo.services import SERVICE_TASK, until_reachable
-from tasks.evaluate import predict
-from tasks.ingest import DvcError, restore_data
-from tasks.preprocess import preprocess, split_rows
+from pneumo.versioning import DvcError, restore_data
 
 MINIMUMS = ("test_auc", "test_sensitivity", "test_specificity")
 OWN_SPLIT, CHAMPION_SPLIT = "candidate's test split", "champion's test split"
 LABELS = {"auc": "AUC", "specificity_at_target": "specificity at the target sensitivity"}
-
-
-@dataclass
-class GateDecision:
-    """Whether to promote, why, and every number behind it."""
-
-    promote: bool
-    reasons: list[str] = field(default_factory=list)
-    champion: str | None = None  # the champion version compared against (compare-and-set)
-    comparisons: dict[str, Any] = field(default_factory=dict)
-    judged_on: list[str] = field(default_factory=list)
-    exception: str | None = None  # why only the candidate's test split counted
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def decide(candidate: dict[str, float], comparison: dict[str, Any], gate: dict[str, Any]) -> GateDecision:
@@ -123,8 +107,8 @@ def _champion_data(champion: Any) -> str:
     Raises:
         LookupError: the version does not record its data or parameters, or DVC cannot restore them.
     """
-    tags = champion.tags
-    if not tags.get("data_version") or not tags.get("data_path"):
+    spec = VersionSpec.of(champion)
+    if not spec.data_version or not spec.data_path:
         raise LookupError(f"champion v{champion.version} does not record its data version and folder")
     try:
         params = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PARAMS_ARTIFACT}")
@@ -133,10 +117,10 @@ def _champion_data(champion: Any) -> str:
             raise
         raise LookupError(f"champion v{champion.version} does not record its parameters") from error
     try:
-        raw = restore_data(tags["data_version"], tags["data_path"])
+        raw = restore_data(spec.data_version, spec.data_path)
     except DvcError as error:
-        raise LookupError(f"its data version {tags['data_version']} cannot be restored: {error}") from error
-    return preprocess.fn(raw, params, tags["data_version"])
+        raise LookupError(f"its data version {spec.data_version} cannot be restored: {error}") from error
+    return build_processed(raw, params, spec.data_version)
 
 
 def _without(test: pd.DataFrame, seen: pd.DataFrame, same_source: bool, whose: str) -> pd.DataFrame | str:
@@ -191,7 +175,8 @@ def compare_with_champion(
     if champion is None:
         print("gate: no champion yet")
         return {"champion": None, "splits": {}, "exception": None}
-    champion_recipe = Recipe.from_tags(champion.tags)
+    champion_spec = VersionSpec.of(champion).required(f"champion v{champion.version}")
+    champion_recipe = champion_spec.recipe
     same_source = champion_recipe is not None and champion_recipe.source == recipe.source
     exception = judged_alone(recipe, champion_recipe, str(champion.version))
     own_test = split_rows(processed, "test")
@@ -215,7 +200,7 @@ def compare_with_champion(
     }
     shapes = {
         "candidate": (params["data"]["image_size"], params["data"]["square"]),
-        "champion": (int(champion.tags["image_size"]), champion.tags.get("square", "crop")),
+        "champion": (champion_spec.image_size, champion_spec.square),
     }
     splits: dict[str, Any] = {}
     for split, rows in sets.items():

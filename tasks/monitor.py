@@ -13,14 +13,13 @@ import mlflow
 import pandas as pd
 from prefect import task
 
-from monitoring.drift import drift_report
-from monitoring.features import REFERENCE_ARTIFACT
 from pneumo.config import Settings
-from pneumo.contract import Recipe
+from pneumo.contract import REFERENCE_ARTIFACT, VersionSpec
 from pneumo.models import alias_version
+from pneumo.monitoring.drift import drift_report
+from pneumo.monitoring.records import read_records
 from pneumo.services import SERVICE_TASK, until_reachable
 from pneumo.storage import s3_client
-from serving.records import read_records
 
 
 def parse_window(since: str | None, until: str | None, days: float) -> tuple[datetime, datetime]:
@@ -71,7 +70,7 @@ def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
     path = mlflow.artifacts.download_artifacts(
         f"runs:/{version.run_id}/{REFERENCE_ARTIFACT}", dst_path=workdir
     )
-    recipe = Recipe.from_tags(version.tags)
+    recipe = VersionSpec.of(version).recipe
     return {"path": path, "version": str(version.version), "recipe": recipe}
 
 

@@ -10,17 +10,12 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from monitoring.features import (
-    PCA_ARTIFACT,
-    REFERENCE_ARTIFACT,
-    Projection,
-    embedding_columns,
-    with_embedding,
-)
+from pneumo.contract import PCA_ARTIFACT, REFERENCE_ARTIFACT
 from pneumo.images import decode, image_stats, model_input, prepare
 from pneumo.models import load_keras
+from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
+from pneumo.processed import split_rows
 from pneumo.services import SERVICE_TASK, until_reachable
-from tasks.preprocess import split_rows
 
 
 @task(name="build-reference", **SERVICE_TASK)

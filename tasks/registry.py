@@ -19,16 +19,24 @@ from typing import Any
 import mlflow
 from prefect import task
 
-from pneumo.contract import AUDIT_FOLDER, CHAMPION, GATE_ARTIFACT, PARAMS_ARTIFACT, PREVIOUS, Recipe
+from pneumo.contract import (
+    AUDIT_FOLDER,
+    CARD_ARTIFACT,
+    CHAMPION,
+    GATE_ARTIFACT,
+    GATE_TAG,
+    PARAMS_ARTIFACT,
+    PREVIOUS,
+    SUMMARY_ARTIFACT,
+    TAGGED_METRICS,
+    GateDecision,
+    Recipe,
+    VersionSpec,
+)
+from pneumo.model_card import render_card
 from pneumo.models import alias_version
 from pneumo.orchestration import registry_lock
 from pneumo.services import SERVICE_TASK, until_reachable
-from tasks.gate import GateDecision
-from tasks.model_card import CARD_ARTIFACT, render_card
-
-TAGGED_METRICS = ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1",
-                  "test_accuracy")  # fmt: skip
-
 
 EVENT_ORDER = {
     "registered": 0,
@@ -102,27 +110,25 @@ def register(model_uri: str, run_id: str, results: dict[str, float], params: dic
     """
     name = params["registry"]["model_name"]
     client = mlflow.MlflowClient()
-    tags = {
-        "threshold": results["threshold"],
-        "image_size": params["data"]["image_size"],
-        "square": params["data"]["square"],
-        "run_id": run_id,
-        **data,
-        **recipe.to_tags(),
-        **{k: round(results[k], 4) for k in TAGGED_METRICS},
-    }
+    spec = VersionSpec(
+        threshold=results["threshold"],
+        image_size=params["data"]["image_size"],
+        square=params["data"]["square"],
+        run_id=run_id,
+        data_version=data["data_version"],
+        data_path=data["data_path"],
+        recipe=recipe,
+        metrics={name: results[name] for name in TAGGED_METRICS},
+    )
     client.log_dict(run_id, params, PARAMS_ARTIFACT)
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    if existing:
-        version = existing[0]
-    else:
-        version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    version = existing[0] if existing else mlflow.register_model(model_uri, name, tags=spec.to_tags())
     audit(name, version.version, "registered", f"trained by {recipe.trigger} on {recipe.source}",
           event_id=f"registered-{run_id}", recipe=recipe.to_tags())  # fmt: skip
     run_tags = client.get_run(run_id).data.tags
     provenance = {"run_id": run_id, "data_version": data["data_version"], "data_source": recipe.source,
                   "git_commit": run_tags.get("git_commit", "unknown")}  # fmt: skip
-    summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/data/summary.json")
+    summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SUMMARY_ARTIFACT}")
     card = render_card(name, str(version.version), results, params, summary, provenance)
     client.log_text(run_id, card, CARD_ARTIFACT)
     client.update_model_version(name, version.version, description=card)
@@ -138,7 +144,7 @@ def record_gate(name: str, version: str, decision: GateDecision) -> None:
     run_id = client.get_model_version(name, version).run_id
     client.log_dict(run_id, decision.to_dict(), GATE_ARTIFACT)
     verdict = "passed" if decision.promote else "refused"
-    client.set_model_version_tag(name, version, "gate", verdict)
+    client.set_model_version_tag(name, version, GATE_TAG, verdict)
     client.set_model_version_tag(name, version, "gate_reasons", "; ".join(decision.reasons)[:4000])
     client.set_model_version_tag(name, version, "gate_champion", decision.champion or "none")
     audit(name, version, "gate", "; ".join(decision.reasons), verdict=verdict, champion=decision.champion,

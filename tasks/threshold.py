@@ -10,7 +10,6 @@ policy on unseen patients.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -18,40 +17,10 @@ import keras
 import numpy as np
 from prefect import task
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo.metrics import binary_metrics, choose_threshold
-from tasks.evaluate import predict
-from tasks.preprocess import load_contexts, load_split, split_rows
-from tasks.train import augmented_dataset, build_model
-
-
-def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str, Any], seed: int):
-    """Train a fresh model of the recipe on context images, with online augmentation, all epochs.
-
-    Args:
-        contexts: the training images' context images (:mod:`pneumo.augment`).
-        y: their labels.
-        params: the parameters of the recipe.
-        seed: seeds weights, order and augmentation.
-
-    Returns:
-        The trained Keras model.
-    """
-    data, cfg = params["data"], params["train"]
-    keras.utils.set_random_seed(seed)
-    dataset, n = augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, seed)
-    model = build_model(data["image_size"], cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
-    model.fit(dataset, epochs=cfg["epochs"], verbose=0, shuffle=False)  # the views come shuffled
-    return model
-
-
-def patient_folds(
-    y: np.ndarray, patients: np.ndarray, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(fit_rows, held_rows)`` of each fold: stratified by label, no patient in two folds."""
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y, patients))
+from pneumo.network import fit_on_contexts, predict
+from pneumo.processed import load_contexts, load_split, patient_folds, split_rows
 
 
 @task(name="cross-validated-threshold")

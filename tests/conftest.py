@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,6 +33,13 @@ from pneumo.config import Settings, apply_client_env  # noqa: E402
 from pneumo.synth import generate  # noqa: E402
 
 SETTINGS = apply_client_env()
+CLI = str(Path(sys.executable).parent / "pneumo")  # the console script of this environment
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``pneumo ARGS`` as a user would, in a process of its own; error boxes on one line each."""
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +75,7 @@ def send_images(images: list, records_url: str, model_name: str) -> None:
     """Predict every PIL image through the real API of ``model_name``, recording into ``records_url``."""
     import io
 
-    from serving import create_app
+    from pneumo.serving import create_app
 
     app = create_app({"MODEL_NAME": model_name, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url})
     client = app.test_client()
@@ -82,7 +90,7 @@ def send_images(images: list, records_url: str, model_name: str) -> None:
 
 def start_worker() -> subprocess.Popen:
     """A real Prefect process worker on the project's pool, in its own session (killable as a group)."""
-    from pneumo.cli_ops import worker_command
+    from pneumo.orchestration import worker_command
 
     (_STATE / "logs").mkdir(parents=True, exist_ok=True)
     with (_STATE / "logs" / "worker.log").open("ab") as log:

@@ -20,6 +20,13 @@ CARD_PACKAGES = {
 }  # fmt: skip
 
 
+def package_folders() -> dict[str, Path]:
+    """Each package of pyproject.toml and the folder it is built from (one namespace, any folder)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools.get("package-dir", {})
+    return {name: ROOT / mapped.get(name, name.replace(".", "/")) for name in setuptools["packages"]}
+
+
 def _requirements() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
@@ -42,9 +49,8 @@ def test_dockerfile_is_lint_clean_and_copies_every_package():
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     dockerfile = (ROOT / "Dockerfile").read_text()
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    for package in packages:
-        assert f"COPY {package} ./{package}" in dockerfile
+    for folder in {path.relative_to(ROOT).parts[0] for path in package_folders().values()}:
+        assert f"COPY {folder} ./{folder}" in dockerfile
     assert re.search(r"^USER \d+$", dockerfile, re.MULTILINE)  # not root
     assert "EXPOSE 8085" in dockerfile and "HEALTHCHECK" in dockerfile and "/health" in dockerfile
 
@@ -76,14 +82,18 @@ def test_prefect_yaml_deploys_the_flows_one_training_at_a_time():
     assert deployments["training"]["parameters"]["trigger"] == "deployment"
 
 
-def test_no_module_is_named_like_a_package():
+def test_one_import_namespace_and_no_module_named_like_a_package():
     """Prefect loads a flow file as a script, with its folder first on sys.path: a module there
-    named like a package (flows/monitoring.py) shadowed that package and crashed the deployment."""
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    modules = {path.stem: path for package in packages for path in (ROOT / package).glob("*.py")}
-    assert not set(modules) & set(packages), {
-        name: str(modules[name]) for name in set(modules) & set(packages)
+    named like a package (flows/monitoring.py) shadowed that package and crashed the deployment.
+    Every package is ``pneumo`` or below it, so nothing generic lands in site-packages."""
+    folders = package_folders()
+    assert all(name == "pneumo" or name.startswith("pneumo.") for name in folders)
+    package_names = {part for name in folders for part in name.split(".")} | {
+        p.name for p in folders.values()
     }
+    modules = {path.stem: path for folder in folders.values() for path in folder.glob("*.py")}
+    clashes = set(modules) & package_names
+    assert not clashes, {name: str(modules[name]) for name in clashes}
 
 
 def test_dvc_stages_call_existing_commands():

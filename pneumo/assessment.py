@@ -1,0 +1,210 @@
+"""A model measured on any labelled folder (``pneumo evaluate``): the metrics a clinic checks.
+
+The folder is read in either layout (NIH CSV or NORMAL/ and PNEUMONIA/ class folders), every image
+goes through the serving preprocessing, and the model's own stored threshold decides. Writes
+``metrics.json`` (point values, 95% patient-level bootstrap intervals, confusion matrix),
+``predictions.csv`` (one row per image), ``roc.png`` and ``confusion_matrix.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pneumo.contract import CHAMPION, SQUARE_DEFAULT, VersionSpec
+from pneumo.datasets import DataError, read_labelled
+from pneumo.figures import confusion_figure, roc_figure
+from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals
+from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
+from pneumo.network import predict
+from pneumo.processed import load_images
+
+
+@dataclass
+class ModelSpec:
+    """A model to evaluate: where it is and how it decides."""
+
+    uri: str
+    threshold: float | None
+    square: str
+    version: str | None = None
+
+
+def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
+    """The model behind ``uri`` (default ``models:/<model_name>@champion``) and its stored threshold.
+
+    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` read the version's tags; ``runs:/ID/...``
+    reads the run's ``threshold`` metric; any other MLflow model URI has no stored threshold.
+
+    Raises:
+        LookupError: the alias, version or run does not exist.
+    """
+    uri = uri or f"models:/{model_name}@{CHAMPION}"
+    client = mlflow.MlflowClient()
+    try:
+        if uri.startswith("models:/"):
+            name, _, ref = uri.removeprefix("models:/").partition("/")
+            if "@" in name:
+                name, alias = name.split("@", 1)
+                version = alias_version(name, alias)
+                if version is None:
+                    raise LookupError(f"model {name} has no version with the alias {alias!r}")
+            else:
+                version = client.get_model_version(name, ref)
+            spec = VersionSpec.of(version)
+            return ModelSpec(uri, spec.threshold, spec.square, str(version.version))
+        if uri.startswith("runs:/"):
+            run = client.get_run(uri.removeprefix("runs:/").split("/", 1)[0])
+            threshold = run.data.metrics.get("threshold")
+            return ModelSpec(uri, threshold, run.data.params.get("data.square", SQUARE_DEFAULT))
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code not in NOT_FOUND_CODES:
+            raise
+        raise LookupError(f"model {uri} not found in {mlflow.get_tracking_uri()}: {error.message}") from error
+    return ModelSpec(uri, None, SQUARE_DEFAULT)
+
+
+def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Prepare a labelled table's images as the service prepares them.
+
+    Args:
+        table: rows from :func:`pneumo.datasets.read_labelled`.
+        size: the model's input side.
+        square: how the model's version makes images square.
+
+    Returns:
+        The readable rows (the number of unreadable ones in ``table.attrs["unreadable"]``) and
+        their prepared images.
+
+    Raises:
+        DataError: fewer than one readable image of each class.
+    """
+    images, unreadable = load_images(table["path"], size, square)
+    table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
+    if table["label"].nunique() < 2:
+        raise DataError(f"after skipping {len(unreadable)} unreadable images one class has none left")
+    table.attrs["unreadable"] = len(unreadable)
+    return table, images
+
+
+def assess(
+    folder: Path,
+    spec: ModelSpec,
+    data: dict[str, Any],
+    out: Path,
+    resamples: int = 1000,
+) -> dict[str, Any]:
+    """Score ``spec``'s model on ``folder`` and write the report files into ``out``.
+
+    Args:
+        folder: a labelled folder in either layout.
+        spec: the model, its threshold and square mode (:func:`resolve_model`).
+        data: the ``data`` section of params.yaml (the label names).
+        out: where ``metrics.json``, ``predictions.csv``, ``roc.png`` and ``confusion_matrix.png`` go.
+        resamples: bootstrap resamples of patients for the 95% intervals.
+
+    Returns:
+        The content of ``metrics.json``.
+
+    Raises:
+        ValueError: the model has no stored threshold and none was given.
+        DataError: the folder holds no usable labelled images of both classes.
+        LookupError: the model cannot be loaded.
+    """
+    if spec.threshold is None:
+        raise ValueError(f"{spec.uri} has no stored threshold: pass one with --threshold")
+    table = read_labelled(folder, data["positive_label"], data["negative_label"])
+    try:
+        model = load_keras(spec.uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise LookupError(f"cannot load the model {spec.uri}: {error}") from error
+    size = int(model.inputs[0].shape[1])
+    table, images = prepare_table(table, size, spec.square)
+    print(f"evaluate: {len(table)} images ({int(table['label'].sum())} pneumonia) at {size} px")
+    y, p = table["label"].to_numpy(np.int64), predict(model, images)
+    metrics = binary_metrics(y, p, spec.threshold)
+    intervals = bootstrap_intervals(y, p, spec.threshold, table["patient_id"].to_numpy(), resamples)
+    report = {
+        "model_uri": spec.uri,
+        "model_version": spec.version,
+        "threshold": spec.threshold,
+        "data": str(folder),
+        "images": len(table),
+        "positives": int(y.sum()),
+        "patients": int(table["patient_id"].nunique()),
+        "unreadable": table.attrs["unreadable"],
+        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bootstrap": {"resamples": resamples, "unit": "patient", "interval": 0.95},
+        **{name: metrics[name] for name in REPORTED},
+        "intervals": {name: [None if math.isnan(v) else v for v in intervals[name]] for name in REPORTED},
+        "confusion_matrix": {
+            "tn": metrics["tn"],
+            "fp": metrics["fp"],
+            "fn": metrics["fn"],
+            "tp": metrics["tp"],
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    predictions = table[["path", "patient_id", "label"]].assign(
+        probability=p, predicted=(p >= spec.threshold).astype(int)
+    )
+    predictions["correct"] = predictions["predicted"] == predictions["label"]
+    predictions.to_csv(out / "predictions.csv", index=False)
+    for name, figure in {
+        "roc.png": roc_figure(y, p, metrics, f"ROC: {folder.name}"),
+        "confusion_matrix.png": confusion_figure(metrics, f"Confusion matrix: {folder.name}"),
+    }.items():
+        figure.savefig(out / name, dpi=100)
+        plt.close(figure)
+    return report
+
+
+def log_to_mlflow(report: dict[str, Any], out: Path, experiment: str) -> str:
+    """Log an evaluation as a new MLflow run.
+
+    Args:
+        report: the content of ``metrics.json``.
+        out: the folder of the report files, logged under ``evaluation/``.
+        experiment: the MLflow experiment.
+
+    Returns:
+        The run id.
+    """
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"evaluate-{Path(report['data']).name}") as run:
+        mlflow.log_params({k: report[k] for k in ("model_uri", "threshold", "data", "images", "positives")})
+        mlflow.set_tags({"model_uri": report["model_uri"], "model_version": str(report["model_version"])})
+        mlflow.log_metrics({name: report[name] for name in REPORTED})
+        for name, (low, high) in report["intervals"].items():
+            bounds = {f"{name}_ci_low": low, f"{name}_ci_high": high}
+            mlflow.log_metrics({key: value for key, value in bounds.items() if value is not None})
+        mlflow.log_artifacts(str(out), "evaluation")
+    return run.info.run_id
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report as a short table for the terminal."""
+    cells = report["confusion_matrix"]
+    lines = [
+        f"model {report['model_uri']} (version {report['model_version'] or '-'}), "
+        f"threshold {report['threshold']:.4f}",
+        f"data {report['data']}: {report['images']} images, {report['positives']} pneumonia, "
+        f"{report['patients']} patients, {report['unreadable']} unreadable",
+        f"{'metric':12s} {'value':>7s}   95% interval",
+    ]
+    for name in REPORTED:
+        low, high = report["intervals"][name]
+        shown = "n/a (too few patients)" if low is None else f"[{low:.3f}, {high:.3f}]"
+        lines.append(f"{name:12s} {report[name]:7.3f}   {shown}")
+    lines.append(f"confusion: TP {cells['tp']}  FN {cells['fn']}  FP {cells['fp']}  TN {cells['tn']}")
+    return lines

@@ -1,0 +1,41 @@
+"""``pneumo serve``: the prediction page and JSON API under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Annotated
+
+import typer
+
+from pneumo.cli.common import fail
+from pneumo.config import apply_client_env
+from pneumo.services import http_status
+from pneumo.stack import gunicorn_command
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8085,
+    workers: Annotated[int, typer.Option(help="gunicorn worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(help="Threads per worker.")] = 4,
+) -> None:
+    """Serve the champion model: web page and JSON API (gunicorn)."""
+    apply_client_env()
+    command, env = gunicorn_command(host, port, workers, threads)
+    os.environ.update(env)
+    typer.echo(f"serving on http://{host}:{port}", err=True)
+    os.execv(command[0], command)
+
+
+def start_service(port: int, ready_within_s: float = 300) -> subprocess.Popen:
+    """Start gunicorn in its own process group and wait until it serves a model."""
+    command, env = gunicorn_command("127.0.0.1", port, workers=1, threads=4)
+    server = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
+    deadline = time.monotonic() + ready_within_s
+    while http_status(f"http://127.0.0.1:{port}/ready", timeout=5) != 200:
+        if server.poll() is not None or time.monotonic() > deadline:
+            fail(f"the prediction service did not become ready on port {port}")
+        time.sleep(1)
+    return server

@@ -1,0 +1,96 @@
+"""The model card of a registered version: what it is for, what it was trained on, how well it does.
+
+Logged as :data:`pneumo.contract.CARD_ARTIFACT` to the version's run and set as the version's
+description, so it is on the version's page in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pneumo.metrics import REPORTED
+
+INTENDED_USE = """\
+Triage support: the model flags frontal chest X-rays that probably show pneumonia, so that a
+clinician reads them sooner. It does not diagnose, and it must not rule pneumonia out: a
+radiologist reads every image. It answers "pneumonia" or "no finding" only; other findings
+(effusion, nodules, tubes, fractures...) are outside what it was trained on."""
+
+LIMITS = """\
+- It was trained on the data named above only. On images from another hospital, scanner,
+  population or age group, measure it first: `pneumo evaluate --data DIR --model {uri}`.
+- Trained without pretrained weights unless `train.weights` says otherwise (the offline default).
+- The public real-X-ray recipe (profile `xray`) was measured on paediatric images (ages 1-5) of
+  one hospital (Kermany et al., 2018); adults were not measured. See MODEL_CARD.md in the
+  repository for its cross-validated numbers and robustness checks.
+- Synthetic data (the demo) proves the pipeline, not the model: never use a model trained on it
+  for patients."""
+
+
+def render_card(name: str, version: str, results: dict[str, Any], params: dict[str, Any],
+                summary: dict[str, Any], provenance: dict[str, str]) -> str:  # fmt: skip
+    """The markdown model card of one version.
+
+    Args:
+        name: registered model name.
+        version: its version.
+        results: the evaluate task's ``threshold`` and ``test_*`` metrics with ``_ci_low``/``_ci_high``.
+        params: the parameters it was trained with.
+        summary: the processed data's ``summary.json``.
+        provenance: ``run_id``, ``data_version``, ``data_source`` and ``git_commit``.
+    """
+    data, train, gate = params["data"], params["train"], params["gate"]
+    if gate["threshold_folds"]:
+        chosen_on = (
+            f"the out-of-fold predictions of {gate['threshold_folds']} models trained with the same recipe "
+            f"on folds of the training patients (out-of-fold AUC {results['oof_auc']:.3f})"
+        )
+    else:
+        chosen_on = "the validation split"
+    splits = summary["splits"]
+    rows = "\n".join(
+        f"| {metric} | {results[f'test_{metric}']:.3f} | "
+        f"{results[f'test_{metric}_ci_low']:.3f} - {results[f'test_{metric}_ci_high']:.3f} |"
+        for metric in REPORTED
+    )
+    uri = f"models:/{name}/{version}"
+    return f"""# Model card: {name} version {version}
+
+Created {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} by the `training` flow
+(profile `{params["profile"]}`, run `{provenance["run_id"]}`, code `{provenance["git_commit"][:12]}`).
+
+## Intended use
+{INTENDED_USE}
+
+## Model
+{train["backbone"]} (weights: {train["weights"]}) with a dense head, input
+{data["image_size"]}x{data["image_size"]} grayscale, images made square by `{data["square"]}` first;
+Adam, binary cross-entropy, {train["epochs"]} epochs at most,
+learning rate {train["learning_rate"]} ({train["lr_schedule"]}).
+
+## Data
+- Source `{provenance["data_source"]}`, data version (DVC) `{provenance["data_version"]}`.
+- Positive: "{data["positive_label"]}"; negative: "{data["negative_label"]}" only.
+- Split by patient: train {splits["train"]["images"]} images (balanced copies included when made
+  offline), validation {splits["val"]["images"]},
+  test {splits["test"]["images"]} ({splits["test"]["positives"]} positive).
+- Unreadable images skipped: {summary["unreadable"]}.
+
+## Metrics (test split, at the threshold below)
+95% intervals: bootstrap over patients, 1000 resamples.
+
+| metric | value | 95% interval |
+|---|---|---|
+{rows}
+
+## Threshold policy
+The decision threshold {results["threshold"]:.4f} is the highest one that reaches sensitivity
+{gate["target_sensitivity"]} on {chosen_on}: missing pneumonia costs more than a second look.
+The version is promoted only if its test AUC >= {gate["min_test_auc"]}, sensitivity >=
+{gate["min_test_sensitivity"]} and specificity >= {gate["min_test_specificity"]}, and it is not
+worse than the champion beyond tolerance on the same test split.
+
+## Known limits
+{LIMITS.format(uri=uri)}
+"""

@@ -1,0 +1,198 @@
+"""The model recipe: the network, its input pipelines, and how to fit and call it.
+
+One definition for the training task, the cross-validated threshold, the gate, ``pneumo evaluate``
+and the benchmarks. The network takes grayscale pixel values 0..255 and normalises them itself, so
+training and serving share one preprocessing path inside the model; the layers other parts of the
+system reach by name are the registry contract's (:mod:`pneumo.contract`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from pneumo.augment import random_view
+from pneumo.contract import EMBEDDING_LAYER, FEATURE_POOL, INPUT_LAYER, OUTPUT_LAYER
+from pneumo.images import model_input
+from pneumo.processed import load_contexts, load_split
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_SCALE = (1 / np.asarray(IMAGENET_STD)).tolist()
+IMAGENET_OFFSET = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).tolist()
+
+
+def _backbone(name: str, size: int, weights: str) -> keras.Model:
+    pretrained = "imagenet" if weights == "imagenet" else None
+    if name == "densenet121":
+        base = keras.applications.DenseNet121(
+            include_top=False, weights=pretrained, input_shape=(size, size, 3)
+        )
+    elif name == "mobilenet_v3_small":
+        base = keras.applications.MobileNetV3Small(
+            include_top=False,
+            weights=pretrained,
+            input_shape=(size, size, 3),
+            include_preprocessing=False,
+        )
+    else:
+        raise ValueError(f"unknown backbone {name!r}")  # refused earlier by pneumo.validation
+    if weights not in ("none", "imagenet"):
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file {weights} not found")
+        base.load_weights(weights)
+    return base
+
+
+def _small_cnn(x: keras.KerasTensor, filters: list[int], convs_per_block: int) -> keras.KerasTensor:
+    """Blocks of ``convs_per_block`` 3x3 conv + BatchNorm + ReLU, each block ending in 2x2 max-pooling."""
+    for width in filters:
+        for _ in range(convs_per_block):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    return x
+
+
+def _all_layers(layer: keras.Layer):
+    yield layer
+    for sub in getattr(layer, "layers", []):
+        yield from _all_layers(sub)
+
+
+def build_network(size: int, recipe: dict[str, Any], steps: int | None = None) -> keras.Model:
+    """Backbone + dense head with a sigmoid output, compiled with Adam and binary cross-entropy.
+
+    The input is a grayscale image with pixel values in 0..255; the first layer normalises it to
+    [0, 1], so training and serving share one preprocessing path inside the model.
+
+    Args:
+        size: the input side in pixels.
+        recipe: the ``train`` section of params.yaml.
+        steps: all training steps; with ``lr_schedule: cosine`` the rate decays to 0 over them.
+    """
+    inputs = keras.Input((size, size, 1), name=INPUT_LAYER)
+    x = layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
+    if recipe["backbone"] == "small_cnn":
+        feature_map = _small_cnn(x, recipe["filters"], recipe["convs_per_block"])
+    else:
+        rgb = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+        if recipe["backbone"] == "densenet121":
+            # ImageNet statistics as constants of a Rescaling layer (a Normalization layer's would
+            # become inputs of the exported ONNX graph).
+            rgb = layers.Rescaling(IMAGENET_SCALE, offset=IMAGENET_OFFSET, name="imagenet")(rgb)
+        else:
+            rgb = layers.Rescaling(2.0, offset=-1.0)(rgb)
+        feature_map = _backbone(recipe["backbone"], size, recipe["weights"])(rgb)
+    # The last convolutional feature map enters this named pooling layer: Grad-CAM starts there.
+    features = layers.GlobalAveragePooling2D(name=FEATURE_POOL)(feature_map)
+    x = layers.Dense(recipe["head_units"], activation="relu", name=EMBEDDING_LAYER)(features)
+    x = layers.Dropout(recipe["dropout"])(x)
+    outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)(x)
+    model = keras.Model(inputs, outputs, name=f"pneumo_{recipe['backbone']}")
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = recipe["bn_momentum"]
+    rate = recipe["learning_rate"]
+    if recipe["lr_schedule"] == "cosine":
+        if not steps:
+            raise ValueError("lr_schedule cosine needs the number of training steps")
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss="binary_crossentropy",
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+        ],
+    )
+    return model
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle_seed: int | None) -> tf.data.Dataset:
+    """The tf.data input pipeline: uint8 images -> float32 batches, shuffled when training."""
+    dataset = tf.data.Dataset.from_tensor_slices((x[..., np.newaxis], y.astype(np.float32)))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch).map(
+        lambda images, labels: (tf.cast(images, tf.float32), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_order(y: np.ndarray, rng: np.random.Generator, balance: bool) -> np.ndarray:
+    """One epoch's example order: every example once, plus random minority repeats up to parity."""
+    order = np.arange(len(y))
+    counts = np.bincount(y, minlength=2)
+    if balance and counts.min() < counts.max():
+        minority = np.flatnonzero(y == np.argmin(counts))
+        order = np.concatenate([order, rng.choice(minority, counts.max() - counts.min(), replace=True)])
+    return rng.permutation(order)
+
+
+def augmented_dataset(
+    contexts: list[np.ndarray], y: np.ndarray, size: int, batch: int, data: dict[str, Any], seed: int
+) -> tuple[tf.data.Dataset, int]:
+    """Fresh random views of the context images every epoch (balanced by repeats of the minority).
+
+    Returns:
+        The dataset and its number of examples per epoch.
+    """
+    rng = np.random.default_rng(seed)
+    aug = data["augment"]
+
+    def views():
+        for index in balanced_order(y, rng, data["balance"]):
+            yield random_view(contexts[index], size, rng, aug)[..., np.newaxis], np.float32(y[index])
+
+    per_epoch = len(balanced_order(y, np.random.default_rng(0), data["balance"]))
+    signature = (tf.TensorSpec((size, size, 1), tf.uint8), tf.TensorSpec((), tf.float32))
+    dataset = tf.data.Dataset.from_generator(views, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch)).batch(batch)
+    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+    return dataset.prefetch(2), per_epoch
+
+
+def training_data(processed: str, params: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
+    """The training split as a dataset (augmented online or the stored balanced arrays) and its size."""
+    data, cfg = params["data"], params["train"]
+    if data["augment"]["online"]:
+        contexts, y = load_contexts(processed)
+        return augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, cfg["seed"])
+    x, y = load_split(processed, "train")
+    return make_dataset(x, y, cfg["batch_size"], cfg["seed"]), len(y)
+
+
+def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str, Any], seed: int):
+    """Train a fresh model of the recipe on context images, with online augmentation, all epochs.
+
+    Args:
+        contexts: the training images' context images (:mod:`pneumo.augment`).
+        y: their labels.
+        params: the parameters of the recipe.
+        seed: seeds weights, order and augmentation.
+
+    Returns:
+        The trained Keras model.
+    """
+    data, cfg = params["data"], params["train"]
+    keras.utils.set_random_seed(seed)
+    dataset, n = augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, seed)
+    model = build_network(data["image_size"], cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
+    model.fit(dataset, epochs=cfg["epochs"], verbose=0, shuffle=False)  # the views come shuffled
+    return model
+
+
+def predict(model: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Probabilities of pneumonia for prepared uint8 images ``(N, size, size)``."""
+    return model.predict(model_input(x), batch_size=batch, verbose=0).reshape(-1)

@@ -1,0 +1,46 @@
+"""pneumo.datasets: the NIH CSV and class-folder layouts, and patient ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pneumo.datasets import DataError, patient_from_filename, read_class_folders, read_labelled
+from pneumo.synth import NIH_CSV, generate
+
+
+def test_nih_loader_keeps_pneumonia_and_no_finding_only(tmp_path: Path):
+    generate(tmp_path, n=60, seed=2, size=32)
+    raw = pd.read_csv(tmp_path / NIH_CSV)
+    table = read_labelled(tmp_path)
+    assert set(table["label"]) == {0, 1}
+    kept = raw["Finding Labels"].str.contains("Pneumonia") | (raw["Finding Labels"] == "No Finding")
+    assert len(table) == kept.sum()
+    assert all(Path(p).exists() for p in table["path"])
+
+
+def test_nih_loader_names_missing_columns(tmp_path: Path):
+    generate(tmp_path, n=12, seed=2, size=32)
+    raw = pd.read_csv(tmp_path / NIH_CSV).drop(columns=["Patient ID"])
+    raw.to_csv(tmp_path / NIH_CSV, index=False)
+    with pytest.raises(DataError, match="Patient ID"):
+        read_labelled(tmp_path)
+
+
+def test_class_folders_and_patient_ids(tmp_path: Path):
+    for folder, name in [("NORMAL", "IM-0117-0001.jpeg"), ("PNEUMONIA", "person12_bacteria_45.jpeg")]:
+        (tmp_path / "train" / folder).mkdir(parents=True)
+        Image.new("L", (40, 30)).save(tmp_path / "train" / folder / name)
+    table = read_class_folders(tmp_path)
+    assert sorted(table["patient_id"]) == ["IM-0117", "person12"]
+    assert dict(zip(table["finding"], table["label"], strict=True)) == {"NORMAL": 0, "PNEUMONIA": 1}
+    assert patient_from_filename("NORMAL2-IM-0001-0001.jpeg") == "NORMAL2-IM-0001"
+    assert patient_from_filename("00000012_001.png") == "00000012_001"
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(DataError, match="no labelled images"):
+        read_labelled(tmp_path)

@@ -1,0 +1,52 @@
+"""pneumo.images: decoding and the one preparation path of training and serving."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo.images import ImageError, decode, prepare
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (300, 200), 128),
+        Image.new("RGB", (200, 300), (10, 200, 30)),
+        Image.new("RGBA", (120, 120), (255, 255, 255, 0)),
+        Image.fromarray(np.linspace(0, 4095, 64 * 48).reshape(48, 64).astype(np.uint16)),
+    ],
+    ids=["L", "RGB", "RGBA", "16-bit"],
+)
+def test_prepare_gives_square_uint8_for_every_mode(image: Image.Image):
+    out = prepare(image, 32, "crop")
+    assert out.shape == (32, 32) and out.dtype == np.uint8
+
+
+def test_prepare_scales_16_bit_by_its_range():
+    pixels = np.linspace(1000, 3000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    out = prepare(Image.fromarray(pixels), 64, "crop")
+    assert out.min() <= 1 and out.max() >= 254
+
+
+def test_square_crop_removes_aspect_ratio():
+    wide = Image.new("L", (400, 200), 0)
+    wide.paste(255, (100, 0, 300, 200))  # bright centre square, dark sides
+    assert prepare(wide, 50, "crop").min() == 255
+    assert prepare(wide, 50, "pad").min() == 0
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
+def test_decode_rejects_unreadable_bytes(data: bytes):
+    with pytest.raises(ImageError):
+        decode(data)
+
+
+def test_decode_rejects_truncated_png():
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 7).save(buffer, "PNG")
+    with pytest.raises(ImageError):
+        decode(buffer.getvalue()[:-30])

@@ -1,0 +1,147 @@
+"""Drift monitoring with the real stack: images sent through the real API, the monitoring flow,
+Evidently reports in S3, and retraining started as a run of the training deployment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import send_images
+from PIL import Image
+
+from pneumo.config import Settings
+from pneumo.flows.monitoring_flow import monitoring
+from pneumo.flows.training_flow import training
+from pneumo.orchestration import register_deployments
+from pneumo.serving import create_app
+from pneumo.storage import s3_client, split_uri
+from pneumo.synth import generate
+from pneumo.tasks.retrain import RETRAIN_TAG, recent_retrainings
+
+pytestmark = pytest.mark.integration
+MODEL = "pneumonia-monitoring-test"
+
+
+@pytest.fixture(scope="module")
+def monitored(stack: Settings, source: str) -> dict:
+    """A champion with its training reference, and the deployments registered."""
+    summary = training(source=source, profile="test", overrides={"registry": {"model_name": MODEL}})
+    assert summary["promoted"], summary["reasons"]
+    register_deployments()
+    return summary
+
+
+@pytest.fixture(scope="module")
+def fresh_images(tmp_path_factory) -> list[Image.Image]:
+    """New images from the training distribution (another seed)."""
+    out = tmp_path_factory.mktemp("fresh")
+    generate(out, n=80, seed=11, size=96)
+    return [Image.open(p).copy() for p in sorted((out / "images").glob("*.png"))]
+
+
+def shifted(image: Image.Image, index: int) -> Image.Image:
+    """A scanner or export change: inverted, darker, resized or noisier."""
+    pixels = np.asarray(image, np.float32)
+    kind = index % 4
+    if kind == 0:
+        return Image.fromarray((255 - pixels).astype(np.uint8))
+    if kind == 1:
+        return Image.fromarray((pixels * 0.45).astype(np.uint8))
+    if kind == 2:
+        return image.resize((200, 150))
+    noise = np.random.default_rng(index).normal(0, 40, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+def send(images: list[Image.Image], records_url: str) -> None:
+    send_images(images, records_url, MODEL)
+
+
+def run(records_url: str) -> dict:
+    return monitoring(model_name=MODEL, records_url=records_url)
+
+
+def _read_json(stack: Settings, uri: str) -> dict:
+    bucket, key = split_uri(uri)
+    return json.loads(s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_training_distribution_gives_no_drift(
+    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings
+):
+    """Images of the training data set (same label mix): no drift, no retraining."""
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    images = [Image.open(p).copy() for p in sorted((synthetic_dir / "images").glob("*.png"))]
+    send(images, url)
+    summary = run(url)
+    assert summary["records"] == len(images)
+    assert summary["decision"] == "no drift", summary
+    assert summary["drift_share"] <= 0.3
+    assert summary["reference_version"] == monitored["version"]
+    assert _read_json(stack, summary["report_uris"]["json"])["decision"] == "no drift"
+
+
+def test_too_few_records_give_no_decision(monitored, fresh_images, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    send(fresh_images[:5], url)
+    summary = run(url)
+    assert summary["decision"] == "insufficient data" and summary["records"] == 5
+    assert "html" not in summary["report_uris"] and "json" in summary["report_uris"]
+
+
+def test_shifted_inputs_drift_report_and_retrain_once(
+    monitored, fresh_images, tmp_path: Path, stack: Settings
+):
+    """No worker runs in this module: the retraining stays SCHEDULED, and scheduled counts."""
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    send([shifted(image, i) for i, image in enumerate(fresh_images)], url)
+    before = recent_retrainings("training/training", 1, MODEL)
+
+    first = run(url)
+    assert first["decision"] == "retrain", first
+    assert first["drift_share"] > 0.3 and {"mean", "width"} <= set(first["drifted_columns"])
+    started = first["retraining"]
+    assert started["state"] == "SCHEDULED"
+    assert started["parameters"] == {
+        "source": monitored["data_source"],
+        "profile": "test",
+        "overrides": {"registry": {"model_name": MODEL}},
+        "trigger": "drift",
+    }
+    html_bucket, html_key = split_uri(first["report_uris"]["html"])
+    html = s3_client(stack).get_object(Bucket=html_bucket, Key=html_key)["Body"].read().decode()
+    assert "<html" in html[:2000].lower()
+    assert "Drift report: retrain" in html and started["name"] in html  # the decision on top
+    assert len(recent_retrainings("training/training", 1, MODEL)) == len(before) + 1
+
+    second = run(url)  # the same drift again, inside the cooldown
+    assert second["decision"] == "cooldown", second
+    assert second["waiting_for"]["name"] == started["name"] and "Scheduled" in second["reason"]
+    assert len(recent_retrainings("training/training", 1, MODEL)) == len(before) + 1
+    report = _read_json(stack, second["report_uris"]["json"])
+    assert report["waiting_for"]["flow_run"] == started["flow_run"]
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run_ = client.read_flow_run(started["flow_run"])
+    assert RETRAIN_TAG in run_.tags and run_.deployment_id is not None
+    assert run_.parameters["source"] == monitored["data_source"]
+
+
+def test_reports_page_lists_newest_first(monitored, stack: Settings, tmp_path: Path):
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    )
+    client = app.test_client()
+    listing = client.get("/reports?format=json").get_json()["reports"]
+    assert listing, "the other monitoring tests saved reports"
+    assert [r["name"] for r in listing] == sorted((r["name"] for r in listing), reverse=True)
+    page = client.get("/reports")
+    assert page.status_code == 200 and b"Drift reports" in page.data
+    with_html = next(r for r in listing if "html" in r)
+    opened = client.get(f"/reports/{with_html['html']}")
+    assert opened.status_code == 200 and opened.content_type.startswith("text/html")
+    assert client.get("/reports/../secrets.txt").status_code == 404

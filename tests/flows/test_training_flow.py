@@ -1,0 +1,218 @@
+"""The training flow against the real stack (SeaweedFS S3, MLflow, Prefect, DVC): promotion, the
+gate, the registry it leaves, and the operator's registry commands on it (they need its versions)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from conftest import run_cli
+
+from pneumo.config import Settings, workdir
+from pneumo.contract import CHAMPION, GATE_ARTIFACT, PREVIOUS
+from pneumo.flows.training_flow import training
+from pneumo.models import alias_version
+from pneumo.services import ServiceUnavailable
+from pneumo.storage import s3_client, upload_dir
+from pneumo.synth import generate
+from pneumo.tasks.ingest import SourceError
+from pneumo.tasks.registry import ChampionMoved, RegistryError, history, promote, rollback
+
+pytestmark = pytest.mark.integration
+
+
+MODEL = "pneumonia-classifier"
+
+
+def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
+    first = training(source=source, profile="test", trigger="operator")
+    assert first["promoted"] is True, first["reasons"]
+    champion = alias_version(MODEL, CHAMPION)
+    assert str(champion.version) == first["version"]
+    assert float(champion.tags["threshold"]) == pytest.approx(first["threshold"])
+    tags = champion.tags
+    assert (tags["data_source"], tags["profile"], tags["overrides"], tags["trigger"]) == (
+        source,
+        "test",
+        "{}",
+        "operator",
+    )
+    assert tags["data_version"] == first["data_version"] and tags["data_path"].startswith("data/raw/")
+
+    run = mlflow.MlflowClient().get_run(first["run_id"])
+    for metric in ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1"):
+        assert metric in run.data.metrics
+    history_ = mlflow.MlflowClient().get_metric_history(first["run_id"], "val_auc")
+    assert len(history_) >= 1 and history_[0].step == 1
+    assert run.data.params["train.backbone"] == "small_cnn"
+    assert run.data.tags["data_version"] == first["data_version"]
+    assert len(run.data.tags["git_commit"]) >= 7
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first["run_id"], "plots")}
+    assert artifacts == {"plots/learning_curves.png", "plots/roc.png", "plots/confusion_matrix.png"}
+
+    # A candidate below an absolute minimum is refused, and nothing moves.
+    second = training(source=source, profile="test", overrides={"gate": {"min_test_auc": 1.01}})
+    assert second["promoted"] is False
+    assert any("below the minimum" in reason for reason in second["reasons"])
+    assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
+    refused = mlflow.MlflowClient().get_model_version(MODEL, second["version"])
+    assert refused.tags["gate"] == "refused" and refused.tags["gate_champion"] == first["version"]
+    # The same source, started by a deployment: compared on both splits, every number recorded.
+    decision = mlflow.artifacts.load_dict(f"runs:/{refused.run_id}/{GATE_ARTIFACT}")
+    assert decision["judged_on"] == ["candidate's test split", "champion's test split"]
+    for split in decision["judged_on"]:
+        compared = decision["comparisons"][split]
+        assert set(compared["candidate"]) == {"auc", "specificity_at_target"}
+        assert compared["size"]["images"] > 10 and len(compared["interval"]["auc"]) == 2
+
+    # The alias REST endpoint the operator uses.
+    url = f"{stack.mlflow_uri}/api/2.0/mlflow/registered-models/alias"
+    answer = requests.get(url, params={"name": MODEL, "alias": CHAMPION}, timeout=5).json()
+    assert answer["model_version"]["version"] == first["version"]
+
+    # Compare-and-set: a promotion gated against another champion is refused.
+    with pytest.raises(ChampionMoved, match="gate again"):
+        promote.fn(MODEL, second["version"], "stale gate", expected="999")
+    assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
+
+    # Promote by hand, then roll back: champion and previous swap back, and the audit trail says why.
+    promote.fn(MODEL, second["version"], "integration test", expected=first["version"], by="operator")
+    assert str(alias_version(MODEL, PREVIOUS).version) == first["version"]
+    assert rollback(MODEL, "bad model") == {"champion": first["version"], "rolled_back": second["version"]}
+    assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
+    assert alias_version(MODEL, PREVIOUS) is None
+    with pytest.raises(RegistryError, match="no @previous"):
+        rollback(MODEL, "again")
+    events = [(e["version"], e["event"]) for e in history(MODEL)]
+    assert events[:3] == [(first["version"], "registered"), (first["version"], "gate"),
+                          (first["version"], "promoted")]  # fmt: skip
+    assert events[-2:] == [(second["version"], "promoted"), (first["version"], "rolled_back")]
+    assert history(MODEL)[-1]["reason"] == "bad model"
+
+
+def test_a_promotion_cut_short_is_finished_by_the_next_training(stack: Settings, source: str):
+    """``champion`` moved, then the process died before ``previous`` moved and before the audit:
+    the next training run (here one the gate refuses) finishes the promotion first."""
+    client = mlflow.MlflowClient()
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    other = next(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")
+                 if str(v.version) != champion)  # fmt: skip
+    # Exactly what promote() has done when it is killed right after the champion moved.
+    intent = {"promotion_replaces": champion, "promotion_id": "cutshort0001",
+              "promotion_reason": "gate passed", "promotion_by": "gate"}  # fmt: skip
+    for key, value in intent.items():
+        client.set_model_version_tag(MODEL, other, key, value)
+    client.set_registered_model_alias(MODEL, CHAMPION, other)
+    assert alias_version(MODEL, PREVIOUS) is None  # half done
+
+    result = run_cli("train", "--data", source, "--profile", "test", "--set", "train.epochs=1",
+                     "--set", "gate.min_test_auc=1.01")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["promoted"] is False and "below the minimum" in summary["reasons"][0]
+    assert {"model_uri", "version", "test_auc", "test_sensitivity", "judged_on"} <= summary.keys()
+    assert "registry repaired: completed the promotion" in result.stdout + result.stderr
+    assert str(alias_version(MODEL, CHAMPION).version) == other
+    assert str(alias_version(MODEL, PREVIOUS).version) == champion
+    (record,) = [e for e in history(MODEL) if e["event"] == "promoted" and e["version"] == other
+                 and "after an interruption" in e["reason"]]  # fmt: skip
+    assert record["replaced"] == champion
+    rollback(MODEL, "restore the original champion")
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
+
+
+def test_a_rollback_cut_short_is_repaired_and_a_second_one_refused(stack: Settings):
+    """A rollback killed after moving ``champion`` leaves ``previous`` on the champion itself."""
+    client = mlflow.MlflowClient()
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    client.set_registered_model_alias(MODEL, PREVIOUS, champion)
+    with pytest.raises(RegistryError, match=r"no @previous version .*which pointed at the champion"):
+        rollback(MODEL, "nothing to go back to")
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
+    assert alias_version(MODEL, PREVIOUS) is None
+    assert history(MODEL)[-1]["event"] == "repaired"
+
+
+def test_flow_run_is_recorded_in_prefect(stack: Settings):
+    response = requests.post(
+        f"{stack.prefect_api_url}/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["training"]}}, "limit": 10},
+        timeout=10,
+    )
+    states = [run["state_type"] for run in response.json()]
+    assert "COMPLETED" in states
+
+
+def test_unreachable_mlflow_fails_fast_without_promoting(stack: Settings, source: str, monkeypatch):
+    before = alias_version(MODEL, CHAMPION).version
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    mlflow.set_tracking_uri("http://127.0.0.1:1")
+    try:
+        with pytest.raises(ServiceUnavailable, match="not reachable"):
+            training(source=source, profile="test")
+    finally:
+        mlflow.set_tracking_uri(stack.mlflow_uri)
+    assert alias_version(MODEL, CHAMPION).version == before
+
+
+def test_unreachable_s3_fails_fast(stack: Settings, source: str, monkeypatch):
+    monkeypatch.setenv("PNEUMO_S3_ENDPOINT", "http://127.0.0.1:1")
+    with pytest.raises(SourceError, match="not reachable"):
+        training(source=source, profile="test")
+
+
+def test_cli_promote_rollback_and_history(stack: Settings):
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    other = next(str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
+                 if str(v.version) != champion)  # fmt: skip
+    result = run_cli("model", "promote", other, "--reason", "clinical lead asked")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"champion": other, "previous": champion}
+    assert run_cli("model", "promote", other, "--reason", "again").returncode == 2  # already champion
+    assert run_cli("model", "promote", "999", "--reason", "x").returncode == 2
+    assert run_cli("model", "rollback", "--reason", "cli test").returncode == 0
+    again = run_cli("model", "rollback")
+    assert again.returncode == 2 and "no @previous version" in again.stderr
+    lines = run_cli("model", "history").stdout.splitlines()
+    assert any(f"v{other}" in line and "promoted" in line and "by hand: clinical lead asked" in line
+               for line in lines)  # fmt: skip
+    assert "rolled_back" in lines[-1] and "cli test" in lines[-1]
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
+
+
+GATE_MODEL = "pneumonia-gate-test"
+
+
+def test_operator_on_a_new_source_is_judged_on_its_own_split_drift_on_both(
+    stack: Settings, source: str, tmp_path: Path
+):
+    overrides = {"registry": {"model_name": GATE_MODEL}}
+    first = training(source=source, profile="test", overrides=overrides, trigger="operator")
+    assert first["promoted"], first["reasons"]
+    folder = tmp_path / "another-clinic"
+    generate(folder, n=200, seed=21, size=96, layout="folders")
+    other = f"s3://{stack.raw_bucket}/another-clinic"
+    upload_dir(s3_client(stack), folder, other)
+
+    operator = training(source=other, profile="test", overrides=overrides, trigger="operator")
+    assert operator["judged_on"] == ["candidate's test split"]
+    decided = mlflow.artifacts.load_dict(f"runs:/{operator['run_id']}/{GATE_ARTIFACT}")
+    assert (
+        f"operator's training on a new data source ({other}; champion v{first['version']}"
+        in decided["exception"]
+    )
+    champion = alias_version(GATE_MODEL, CHAMPION)
+
+    # The champion's data must come back from DVC: delete its snapshot first.
+    snapshot = workdir() / champion.tags["data_path"]
+    shutil.rmtree(snapshot)
+    drift = training(source=other, profile="test", overrides=overrides, trigger="drift")
+    assert drift["judged_on"] == ["candidate's test split", "champion's test split"], drift["reasons"]
+    assert (snapshot / "manifest.csv").exists()  # restored by dvc pull
+    decision = mlflow.artifacts.load_dict(f"runs:/{drift['run_id']}/{GATE_ARTIFACT}")
+    assert decision["champion"] == str(champion.version)
+    assert not any("operator's training" in reason for reason in drift["reasons"])

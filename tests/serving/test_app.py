@@ -1,0 +1,341 @@
+"""The prediction service against a real model from the real registry (the seed's four families:
+smoke, valid prediction, edge cases, consistency), plus hot reload, auth and the recorded rows."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from werkzeug.serving import make_server
+
+from pneumo.config import Settings
+from pneumo.flows.training_flow import training
+from pneumo.monitoring.records import read_records
+from pneumo.serving import create_app
+
+pytestmark = pytest.mark.integration
+MODEL = "pneumonia-serving-test"
+ADMIN = "admin-secret"
+
+
+@pytest.fixture(scope="session")
+def served_model(stack: Settings, source: str) -> dict:
+    """A champion of its own registered model, so the other tests' promotions do not interfere."""
+    summary = training(source=source, profile="test", overrides={"registry": {"model_name": MODEL}})
+    assert summary["promoted"], summary["reasons"]
+    return summary
+
+
+@pytest.fixture
+def app(served_model: dict, tmp_path: Path):
+    """A fresh app (and a fresh predictions database) per test."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "MODEL_NAME": MODEL,
+            "RELOAD_INTERVAL_S": 0,
+            "RECORDS_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+            "ADMIN_TOKEN": ADMIN,
+        }
+    )
+    yield app
+    app.extensions["pneumo.model"].stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def xray(synthetic_dir: Path) -> Image.Image:
+    return Image.open(next((synthetic_dir / "images").glob("*.png"))).copy()
+
+
+def _post(client, data: bytes, name: str = "x.png", query: str = ""):
+    return client.post(f"/predict{query}", data={"file": (io.BytesIO(data), name)})
+
+
+# --- smoke -------------------------------------------------------------------------------------------
+
+
+def test_page_health_and_ready(client, served_model: dict):
+    page = client.get("/")
+    assert page.status_code == 200 and b'type="file"' in page.data and b"predict" in page.data
+    assert client.get("/health").get_json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    body = ready.get_json()
+    assert body["ready"] and body["model_name"] == MODEL and body["alias"] == "champion"
+    assert body["model_version"] == served_model["version"] and body["loaded_at"]
+    assert body["registry_reachable"] is True and body["runtime"] == "onnx"
+
+
+# --- valid predictions -------------------------------------------------------------------------------
+
+
+def test_prediction_has_every_field(client, xray: Image.Image, served_model: dict):
+    response = _post(client, _encode(xray))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["label"] in ("PNEUMONIA", "NORMAL")
+    assert isinstance(body["probability"], float) and 0.0 <= body["probability"] <= 1.0
+    assert body["threshold"] == pytest.approx(served_model["threshold"], abs=1e-6)
+    assert (body["label"] == "PNEUMONIA") == (body["probability"] >= body["threshold"])
+    assert body["model_name"] == MODEL and body["model_version"] == served_model["version"]
+    assert len(body["request_id"]) == 36 and body["latency_ms"] > 0
+    assert "gradcam_png" not in body
+
+
+def test_explain_returns_a_gradcam_png(client, xray: Image.Image, app):
+    body = _post(client, _encode(xray), query="?explain=1").get_json()
+    heatmap = Image.open(io.BytesIO(base64.b64decode(body["gradcam_png"])))
+    size = app.extensions["pneumo.model"].current.image_size
+    assert heatmap.format == "PNG" and heatmap.size == (size, size) and heatmap.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("L", "PNG"), ("I;16", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("L", "JPEG"), ("RGB", "PNG")],
+)
+def test_every_accepted_kind_of_image(client, xray: Image.Image, mode: str, fmt: str):
+    sixteen_bit = Image.fromarray(np.asarray(xray, np.uint16) * 257)
+    image = sixteen_bit if mode == "I;16" else xray.convert(mode)
+    response = _post(client, _encode(image, fmt), name=f"x.{fmt.lower()}")
+    assert response.status_code == 200, response.get_json()
+
+
+def test_raw_image_body(client, xray: Image.Image):
+    response = client.post("/predict", data=_encode(xray, "JPEG"), content_type="image/jpeg")
+    assert response.status_code == 200 and response.get_json()["label"] in ("PNEUMONIA", "NORMAL")
+
+
+# --- edge cases: always a 4xx JSON error, never a 5xx ------------------------------------------------
+
+
+def _bad_inputs(xray: Image.Image) -> list[tuple[str, dict, int]]:
+    png = _encode(xray)
+    jpeg = _encode(xray.resize((512, 512)), "JPEG", quality=95)
+    bomb = _encode(Image.new("L", (12000, 12000)), optimize=True)
+    return [
+        ("empty file", {"data": {"file": (io.BytesIO(b""), "x.png")}}, 400),
+        ("missing field", {"data": {"other": (io.BytesIO(png), "x.png")}}, 400),
+        ("no body", {}, 400),
+        ("text file", {"data": {"file": (io.BytesIO(b"hello, world\n" * 20), "x.txt")}}, 415),
+        ("pdf", {"data": {"file": (io.BytesIO(b"%PDF-1.4\n1 0 obj<<>>endobj\n%%EOF"), "x.pdf")}}, 415),
+        ("gif", {"data": {"file": (io.BytesIO(_encode(xray, "GIF")), "x.gif")}}, 415),
+        ("wrong content type", {"data": png, "content_type": "application/json"}, 415),
+        ("truncated png", {"data": {"file": (io.BytesIO(png[: len(png) // 2]), "x.png")}}, 422),
+        ("truncated jpeg", {"data": {"file": (io.BytesIO(jpeg[: len(jpeg) // 2]), "x.jpg")}}, 422),
+        ("decompression bomb", {"data": {"file": (io.BytesIO(bomb), "bomb.png")}}, 413),
+    ]
+
+
+def test_bad_inputs_get_the_right_4xx(client, xray: Image.Image):
+    for name, kwargs, status in _bad_inputs(xray):
+        response = client.post("/predict", **kwargs)
+        assert response.status_code == status, (name, response.get_json())
+        assert response.get_json()["error"], name
+
+
+def test_upload_over_the_limit_is_413(served_model: dict, tmp_path: Path, xray: Image.Image):
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "MAX_CONTENT_LENGTH": 50_000,
+         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+    )  # fmt: skip
+    big = _encode(Image.effect_noise((400, 400), 80).convert("L"))
+    assert len(big) > 50_000
+    response = _post(app.test_client(), big)
+    assert response.status_code == 413 and "error" in response.get_json()
+
+
+def test_service_survives_bad_inputs(client, xray: Image.Image):
+    for _, kwargs, _ in _bad_inputs(xray):
+        client.post("/predict", **kwargs)
+    assert _post(client, _encode(xray)).status_code == 200
+
+
+# --- consistency ----------------------------------------------------------------------------------
+
+
+def test_identical_images_give_identical_answers(client, xray: Image.Image):
+    data = _encode(xray)
+    answers = {(b["label"], b["probability"]) for b in (_post(client, data).get_json() for _ in range(15))}
+    assert len(answers) == 1
+
+
+# --- records, auth, metrics ----------------------------------------------------------------------
+
+
+def test_every_prediction_is_recorded(client, app, xray: Image.Image):
+    ids = [_post(client, _encode(xray.convert("RGB"), "JPEG")).get_json()["request_id"] for _ in range(3)]
+    _post(client, b"not an image")  # refused requests are not predictions
+    app.extensions["pneumo.recorder"].flush()
+    rows = read_records(app.config["RECORDS_URL"])
+    assert [r["request_id"] for r in rows] == ids
+    row = rows[0]
+    assert row["model_name"] == MODEL and row["mode"] == "RGB" and row["bit_depth"] == 8
+    assert (row["width"], row["height"]) == xray.size
+    assert 0 <= row["p5"] <= row["p50"] <= row["p95"] <= 255 and row["std"] > 0 and row["entropy"] > 0
+    assert row["created_at"].tzinfo is not None
+    assert row["image_uri"] is None  # the image itself is patient data: not stored by default
+
+
+def test_api_token_guards_predict_when_configured(served_model: dict, tmp_path: Path, xray: Image.Image):
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "API_TOKEN": "s3cret",
+         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+    )  # fmt: skip
+    client = app.test_client()
+    assert _post(client, _encode(xray)).status_code == 401
+    ok = client.post(
+        "/predict",
+        data={"file": (io.BytesIO(_encode(xray)), "x.png")},
+        headers={"Authorization": "Bearer s3cret"},
+    )
+    assert ok.status_code == 200
+    assert client.get("/ready").get_json()["auth_required"] is True
+
+
+def test_admin_needs_its_token(client):
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert ok.status_code == 200 and ok.get_json()["swapped"] is False
+
+
+def test_metrics_count_requests_and_name_the_model(client, xray: Image.Image, served_model: dict):
+    _post(client, _encode(xray))
+    client.post("/predict", data=b"x", content_type="text/plain")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'pneumo_requests_total{endpoint="/predict",status="200"}' in text
+    assert 'pneumo_requests_total{endpoint="/predict",status="415"}' in text
+    assert "pneumo_request_latency_seconds_bucket" in text
+    assert (
+        f'pneumo_model_info{{alias="champion",name="{MODEL}",version="{served_model["version"]}"}} 1.0'
+        in text
+    )
+
+
+# --- model lifecycle --------------------------------------------------------------------------------
+
+
+def test_no_model_means_not_ready_and_503(stack: Settings, tmp_path: Path, xray: Image.Image):
+    app = create_app(
+        {
+            "MODEL_NAME": "no-such-model",
+            "RELOAD_INTERVAL_S": 0,
+            "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}",
+        }
+    )
+    client = app.test_client()
+    assert client.get("/ready").status_code == 503
+    response = _post(client, _encode(xray))
+    assert response.status_code == 503 and "no model" in response.get_json()["error"]
+
+
+def test_unreachable_registry_keeps_the_model_in_hand(app, client, xray: Image.Image, stack: Settings):
+    holder = app.extensions["pneumo.model"]
+    mlflow.set_tracking_uri("http://127.0.0.1:1")
+    try:
+        assert holder.refresh() is False
+    finally:
+        mlflow.set_tracking_uri(stack.mlflow_uri)
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.get_json()["registry_reachable"] is False
+    assert _post(client, _encode(xray)).status_code == 200
+
+
+def test_hot_reload_under_concurrent_requests_loses_none(app, served_model: dict, xray: Image.Image):
+    """Move the alias to a new version while 4 clients keep predicting: every request succeeds."""
+    registry = mlflow.MlflowClient()
+    old = registry.get_model_version(MODEL, served_model["version"])
+    new = mlflow.register_model(old.source, MODEL, tags=old.tags)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    data, results, stop = _encode(xray), [], threading.Event()
+
+    def hammer() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = session.post(f"{url}/predict", files={"file": ("x.png", data)}, timeout=30)
+                results.append((response.status_code, response.json().get("model_version")))
+
+    clients = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for thread in clients:
+            thread.start()
+        registry.set_registered_model_alias(MODEL, "champion", new.version)
+        reload = requests.post(
+            f"{url}/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120
+        )
+        assert reload.json() == {"swapped": True, "model_version": new.version, "registry_reachable": True,
+                                 "error": None}  # fmt: skip
+        after = len(results)
+        while len(results) < after + 8:
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=30)
+        server.shutdown()
+        registry.set_registered_model_alias(MODEL, "champion", old.version)
+    assert all(status == 200 for status, _ in results), {s for s, _ in results}
+    versions = [version for _, version in results]
+    assert versions[0] == old.version and versions[-1] == new.version
+
+
+def test_a_broken_record_store_never_breaks_predictions(served_model: dict, tmp_path: Path, xray):
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": "sqlite:////nonexistent/dir/p.db"}
+    )
+    client = app.test_client()
+    assert all(_post(client, _encode(xray)).status_code == 200 for _ in range(3))
+    recorder = app.extensions["pneumo.recorder"]
+    recorder.flush()
+    assert recorder.dropped == 3 and recorder.written == 0
+
+
+def test_images_go_to_s3_only_when_asked(served_model: dict, tmp_path: Path, xray, stack: Settings):
+    from pneumo.storage import s3_client, split_uri
+
+    uri = f"s3://{stack.raw_bucket}/prediction-images"
+    app = create_app(
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "STORE_IMAGES_URI": uri,
+         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+    )  # fmt: skip
+    data = _encode(xray)
+    request_id = _post(app.test_client(), data).get_json()["request_id"]
+    app.extensions["pneumo.recorder"].flush()
+    (row,) = read_records(app.config["RECORDS_URL"])
+    assert row["request_id"] == request_id and row["image_uri"].startswith(uri)
+    bucket, key = split_uri(row["image_uri"])
+    assert s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
+def test_onnx_graph_answers_like_the_keras_model(app, served_model: dict, xray: Image.Image):
+    """The service runs the exported ONNX graph; it must agree with the registered Keras model."""
+    from pneumo.images import prepare
+    from pneumo.models import load_keras
+    from pneumo.serving.model import keras_runtime, onnx_runtime
+
+    model = app.extensions["pneumo.model"].current
+    assert model.runtime == "onnx"
+    batch = prepare(xray, model.image_size, model.square)[np.newaxis, :, :, np.newaxis].astype(np.float32)
+    onnx_p, onnx_a = onnx_runtime(served_model["run_id"])(batch)
+    keras_p, keras_a = keras_runtime(load_keras(served_model["model_uri"]), model.image_size)(batch)
+    assert np.allclose(onnx_p, keras_p, atol=1e-5) and np.allclose(onnx_a, keras_a, atol=1e-4)
