@@ -25,9 +25,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (pneumo.network)
 
 import numpy as np
 import pandas as pd
@@ -40,8 +43,7 @@ from pneumo.config import load_params, parse_overrides, state_dir
 from pneumo.datasets import read_labelled
 from pneumo.images import decode, prepare, square
 from pneumo.metrics import binary_metrics, bootstrap_intervals, choose_threshold
-from pneumo.network import fit_on_contexts, predict
-from pneumo.processed import patient_folds
+from pneumo.network import fit_on_contexts, patient_folds, predict
 
 app = typer.Typer(add_completion=False)
 TARGETS = {"auc": 0.98, "sensitivity": 0.95, "specificity": 0.90, "max_auc_drop": 0.02}

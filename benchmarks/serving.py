@@ -173,7 +173,7 @@ def serve_ours(name: str, image: bytes, tmp: Path, opts: dict[str, Any], procs: 
 def serve_mlflow(name: str, prepared: Any, tmp: Path, opts: dict, procs: list) -> tuple[dict, float]:
     """Measure ``mlflow models serve``; returns the results and its largest process's RSS (MB)."""
     port, bin_dir = opts["mlflow_port"] or free_port(), str(Path(sys.executable).parent)
-    argv = [f"{bin_dir}/mlflow", "models", "serve", "-m", f"models:/{name}@champion"]
+    argv = [f"{bin_dir}/mlflow", "models", "serve", "-m", f"models:/{name}@{CHAMPION}"]
     argv += ["--env-manager", "local", "--host", HOST, "-p", str(port)]
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TMPDIR": str(tmp)}
     ping = lambda: requests.get(f"http://{HOST}:{port}/ping", timeout=5).status_code == 200  # noqa: E731

@@ -92,7 +92,7 @@ def training(
         overrides: nested parameter values that win over the profile; default: the champion's.
         trigger: who started the run: ``operator`` (``pneumo train``), ``deployment`` (a schedule
             or the Prefect UI) or ``drift`` (monitoring). Only an operator's training on a new
-            data source may be judged on its own test split alone (:mod:`tasks.gate`).
+            data source may be judged on its own test split alone (:mod:`pneumo.tasks.gate`).
 
     Returns:
         ``model_uri``, ``version``, ``promoted``, the gate's reasons, and the test metrics.

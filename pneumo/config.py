@@ -109,6 +109,8 @@ class Settings:
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
             # Flow runs send heartbeats; a run whose process died is marked CRASHED (pneumo.orchestration).
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+            # Tasks run outside a flow (pneumo model, pneumo stage): their logs go to the terminal.
+            "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         }
 
 

@@ -32,7 +32,11 @@ FEATURE_POOL = "pool"  # global pooling after the last convolutional feature map
 EMBEDDING_LAYER = "head"  # the dense layer before the output: monitoring's embedding
 OUTPUT_LAYER = "pneumonia"  # the sigmoid probability
 
-GATE_TAG = "gate"  # the gate's verdict on a version: passed or refused
+# Tags the registry itself writes on a version: the gate's verdict, and a promotion's intent (written
+# before the alias moves, so the next registry step can finish a promotion a killed process left).
+GATE_TAG, GATE_REASONS_TAG, GATE_CHAMPION_TAG = "gate", "gate_reasons", "gate_champion"
+PROMOTION_ID, PROMOTION_REPLACES = "promotion_id", "promotion_replaces"
+PROMOTION_REASON, PROMOTION_BY = "promotion_reason", "promotion_by"
 TRIGGERS = ("operator", "deployment", "drift")  # who started a training run
 SQUARE_DEFAULT = "crop"  # versions registered before ``square`` was recorded were centre-cropped
 TAGGED_METRICS = ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1",

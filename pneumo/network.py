@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo.augment import random_view
 from pneumo.contract import EMBEDDING_LAYER, FEATURE_POOL, INPUT_LAYER, OUTPUT_LAYER
@@ -171,6 +172,14 @@ def training_data(processed: str, params: dict[str, Any]) -> tuple[tf.data.Datas
         return augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, cfg["seed"])
     x, y = load_split(processed, "train")
     return make_dataset(x, y, cfg["batch_size"], cfg["seed"]), len(y)
+
+
+def patient_folds(
+    y: np.ndarray, patients: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(fit_rows, held_rows)`` of each fold: stratified by label, no patient in two folds."""
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, patients))
 
 
 def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str, Any], seed: int):

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo.augment import context, context_side
 from pneumo.config import workdir
@@ -51,14 +50,6 @@ def split_patients(table: pd.DataFrame, val: float, test: float, seed: int) -> p
         assignment.update({p: "val" for p in ids[n_test : n_test + n_val]})
         assignment.update({p: "train" for p in ids[n_test + n_val :]})
     return table["patient_id"].map(assignment)
-
-
-def patient_folds(
-    y: np.ndarray, patients: np.ndarray, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(fit_rows, held_rows)`` of each fold: stratified by label, no patient in two folds."""
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y, patients))
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, params: dict[str, Any]) -> np.ndarray:

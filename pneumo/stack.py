@@ -7,6 +7,7 @@ process group so that ``down`` ends exactly what ``up`` started (and nothing els
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumo.config import ROOT, Settings, state_dir
+from pneumo.config import Settings, state_dir
 from pneumo.services import http_ok
 from pneumo.storage import s3_client
 
@@ -230,4 +231,5 @@ def gunicorn_command(host: str, port: int, workers: int, threads: int) -> tuple[
     """The command line and environment that start the prediction service under gunicorn."""
     env = {"PNEUMO_HOST": host, "PNEUMO_PORT": str(port), "PNEUMO_WORKERS": str(workers),
            "PNEUMO_THREADS": str(threads)}  # fmt: skip
-    return [str(BIN / "gunicorn"), "-c", str(ROOT / "serving" / "gunicorn.conf.py")], env
+    serving = importlib.util.find_spec("pneumo.serving").submodule_search_locations[0]  # not imported
+    return [str(BIN / "gunicorn"), "-c", str(Path(serving) / "gunicorn.conf.py")], env

@@ -34,7 +34,7 @@ def evaluate(
         model_uri: the trained model.
         processed: the processed data folder.
         params: the parameters.
-        cross_validated: the result of :func:`tasks.threshold.cross_validated_threshold`; without
+        cross_validated: the result of :func:`pneumo.tasks.threshold.cross_validated_threshold`; without
             it the threshold is chosen on the validation split.
 
     Returns:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from pneumo.contract import CHAMPION, PARAMS_ARTIFACT, GateDecision, Recipe, VersionSpec
+from pneumo.contract import CHAMPION, PARAMS_ARTIFACT, ContractError, GateDecision, Recipe, VersionSpec
 from pneumo.images import load_prepared
 from pneumo.metrics import paired_comparison
 from pneumo.models import alias_version, load_keras
@@ -175,7 +175,11 @@ def compare_with_champion(
     if champion is None:
         print("gate: no champion yet")
         return {"champion": None, "splits": {}, "exception": None}
-    champion_spec = VersionSpec.of(champion).required(f"champion v{champion.version}")
+    champion_spec = VersionSpec.of(champion)
+    if champion_spec.image_size is None:
+        raise ContractError(
+            f"champion v{champion.version} lacks the image_size tag: it was not registered by the flow"
+        )
     champion_recipe = champion_spec.recipe
     same_source = champion_recipe is not None and champion_recipe.source == recipe.source
     exception = judged_alone(recipe, champion_recipe, str(champion.version))

@@ -3,7 +3,8 @@
 A snapshot folder is named after its content (the S3 keys and ETags it mirrors), built aside and
 moved into place in one rename, and never changed afterwards: two runs reading one data set each
 read a complete folder, never one another run is rewriting. Its DVC version (the directory md5)
-is recorded with the model, so any version's data can be restored later (:func:`restore_data`).
+is recorded with the model, so any version's data can be restored later
+(:func:`pneumo.versioning.restore_data`).
 """
 
 from __future__ import annotations

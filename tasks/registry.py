@@ -24,9 +24,15 @@ from pneumo.contract import (
     CARD_ARTIFACT,
     CHAMPION,
     GATE_ARTIFACT,
+    GATE_CHAMPION_TAG,
+    GATE_REASONS_TAG,
     GATE_TAG,
     PARAMS_ARTIFACT,
     PREVIOUS,
+    PROMOTION_BY,
+    PROMOTION_ID,
+    PROMOTION_REASON,
+    PROMOTION_REPLACES,
     SUMMARY_ARTIFACT,
     TAGGED_METRICS,
     GateDecision,
@@ -145,8 +151,8 @@ def record_gate(name: str, version: str, decision: GateDecision) -> None:
     client.log_dict(run_id, decision.to_dict(), GATE_ARTIFACT)
     verdict = "passed" if decision.promote else "refused"
     client.set_model_version_tag(name, version, GATE_TAG, verdict)
-    client.set_model_version_tag(name, version, "gate_reasons", "; ".join(decision.reasons)[:4000])
-    client.set_model_version_tag(name, version, "gate_champion", decision.champion or "none")
+    client.set_model_version_tag(name, version, GATE_REASONS_TAG, "; ".join(decision.reasons)[:4000])
+    client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, decision.champion or "none")
     audit(name, version, "gate", "; ".join(decision.reasons), verdict=verdict, champion=decision.champion,
           judged_on=decision.judged_on)  # fmt: skip
 
@@ -176,14 +182,14 @@ def repair(name: str) -> list[str]:
         client.delete_registered_model_alias(name, PREVIOUS)
         audit(name, version, "repaired", f"@{PREVIOUS} pointed at the champion (a rollback stopped half way)")
         done.append(f"removed @{PREVIOUS}, which pointed at the champion v{version}")
-    promotion_id = tags.get("promotion_id")
+    promotion_id = tags.get(PROMOTION_ID)
     if promotion_id and not _audited(client, champion.run_id, "promoted", promotion_id):
-        replaced = None if tags.get("promotion_replaces", "none") == "none" else tags["promotion_replaces"]
+        replaced = None if tags.get(PROMOTION_REPLACES, "none") == "none" else tags[PROMOTION_REPLACES]
         if replaced is not None:
             client.set_registered_model_alias(name, PREVIOUS, replaced)
-        reason = f"{tags.get('promotion_reason', '')} (completed after an interruption)"
+        reason = f"{tags.get(PROMOTION_REASON, '')} (completed after an interruption)"
         audit(name, version, "promoted", reason, event_id=promotion_id, replaced=replaced,
-              by=tags.get("promotion_by", "gate"))  # fmt: skip
+              by=tags.get(PROMOTION_BY, "gate"))  # fmt: skip
         done.append(f"completed the promotion of v{version}: @{PREVIOUS} is v{replaced}")
     for line in done:
         print(f"registry repaired: {line}")
@@ -217,7 +223,7 @@ def promote(name: str, version: str, reason: str, expected: str | None, by: str 
         current = alias_version(name, CHAMPION)
         current_version = str(current.version) if current else None
         if current_version == version:
-            replaced = client.get_model_version(name, version).tags.get("promotion_replaces")
+            replaced = client.get_model_version(name, version).tags.get(PROMOTION_REPLACES)
             return {"champion": version, "previous": None if replaced in (None, "none") else replaced}
         if current_version != expected:
             raise ChampionMoved(
@@ -225,8 +231,8 @@ def promote(name: str, version: str, reason: str, expected: str | None, by: str 
                 "gate again"
             )
         promotion_id = uuid.uuid4().hex[:12]
-        intent = {"promotion_replaces": current_version or "none", "promotion_id": promotion_id,
-                  "promotion_reason": reason[:4000], "promotion_by": by}  # fmt: skip
+        intent = {PROMOTION_REPLACES: current_version or "none", PROMOTION_ID: promotion_id,
+                  PROMOTION_REASON: reason[:4000], PROMOTION_BY: by}  # fmt: skip
         for key, value in intent.items():
             client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, CHAMPION, version)

@@ -19,8 +19,8 @@ from prefect import task
 from sklearn.metrics import roc_auc_score
 
 from pneumo.metrics import binary_metrics, choose_threshold
-from pneumo.network import fit_on_contexts, predict
-from pneumo.processed import load_contexts, load_split, patient_folds, split_rows
+from pneumo.network import fit_on_contexts, patient_folds, predict
+from pneumo.processed import load_contexts, load_split, split_rows
 
 
 @task(name="cross-validated-threshold")

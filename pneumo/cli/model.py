@@ -63,7 +63,7 @@ def model_promote(
         fail(f"{name} has no version {version!r}: {error.message}")
     try:
         VersionSpec.of(candidate).required(f"{name} v{version}")
-    except LookupError as error:
+    except (LookupError, ValueError) as error:  # missing or malformed tags
         fail(str(error))
     current = alias_version(name, CHAMPION)
     if current is not None and str(current.version) == version:

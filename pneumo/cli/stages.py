@@ -9,7 +9,6 @@ and they write to fixed paths that DVC tracks: ``data/raw/pipeline``, ``data/pro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +18,6 @@ import yaml
 
 from pneumo.config import DEMO_PROFILE, PARAMS_FILE, apply_client_env, load_params, workdir
 from pneumo.contract import Recipe
-from pneumo.processed import build_processed
 
 app = typer.Typer(help="The training flow's steps, one per DVC stage (used by `dvc repro`).")
 Profile = Annotated[str, typer.Option(help="Profile of params.yaml.")]
@@ -37,12 +35,6 @@ def _paths() -> dict[str, Path]:
     }
 
 
-def _client_env() -> None:
-    """Point the clients at the stack; the tasks run outside a flow, so their logs go to the terminal."""
-    apply_client_env()
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-
-
 def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -51,7 +43,7 @@ def _write_json(path: Path, payload: dict) -> None:
 @app.command("ingest")
 def ingest_stage(source: Annotated[str, typer.Option(help="s3:// URI of the data set.")]) -> None:
     """Download the data set from S3 into data/raw/pipeline."""
-    _client_env()
+    apply_client_env()
     from pneumo.tasks.ingest import ingest
 
     ingest.fn(source, str(_paths()["raw"]))
@@ -60,14 +52,17 @@ def ingest_stage(source: Annotated[str, typer.Option(help="s3:// URI of the data
 @app.command("preprocess")
 def preprocess_stage(profile: Profile = DEMO_PROFILE) -> None:
     """Split, resize and balance data/raw/pipeline into data/processed/pipeline."""
+    apply_client_env()
+    from pneumo.tasks.preprocess import preprocess
+
     paths = _paths()
-    build_processed(str(paths["raw"]), load_params(profile), "dvc-pipeline", str(paths["processed"]))
+    preprocess.fn(str(paths["raw"]), load_params(profile), "dvc-pipeline", str(paths["processed"]))
 
 
 @app.command("train")
 def train_stage(profile: Profile = DEMO_PROFILE) -> None:
     """Train and evaluate; the model goes to MLflow and models/pipeline, metrics to reports/."""
-    _client_env()
+    apply_client_env()
     from pneumo.flows.training_flow import train_and_evaluate
 
     paths, params = _paths(), load_params(profile)
@@ -91,7 +86,7 @@ def _pipeline_data() -> dict[str, str]:
 @app.command("promote")
 def promote_stage(profile: Profile = DEMO_PROFILE) -> None:
     """Register the trained model and promote it through the gate."""
-    _client_env()
+    apply_client_env()
     from pneumo.flows.training_flow import gate_and_promote
     from pneumo.orchestration import training_slot
 
