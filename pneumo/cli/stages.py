@@ -16,11 +16,14 @@ import mlflow
 import typer
 import yaml
 
-from pneumo.config import DEMO_PROFILE, PARAMS_FILE, apply_client_env, load_params, workdir
+from pneumo.config import DEMO_PROFILE, PARAMS_FILE, apply_client_env, load_params, parse_overrides, workdir
 from pneumo.contract import Recipe
 
 app = typer.Typer(help="The training flow's steps, one per DVC stage (used by `dvc repro`).")
 Profile = Annotated[str, typer.Option(help="Profile of params.yaml.")]
+Overrides = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a parameter: section.key=value.")
+]
 # Prefect and TensorFlow (flows, tasks): imported inside the stages, once the clients point at the
 # stack (see pneumo.cli).
 
@@ -50,22 +53,27 @@ def ingest_stage(source: Annotated[str, typer.Option(help="s3:// URI of the data
 
 
 @app.command("preprocess")
-def preprocess_stage(profile: Profile = DEMO_PROFILE) -> None:
+def preprocess_stage(profile: Profile = DEMO_PROFILE, set_: Overrides = None) -> None:
     """Split, resize and balance data/raw/pipeline into data/processed/pipeline."""
     apply_client_env()
     from pneumo.tasks.preprocess import preprocess
 
     paths = _paths()
-    preprocess.fn(str(paths["raw"]), load_params(profile), "dvc-pipeline", str(paths["processed"]))
+    preprocess.fn(
+        str(paths["raw"]),
+        load_params(profile, parse_overrides(set_ or [])),
+        "dvc-pipeline",
+        str(paths["processed"]),
+    )
 
 
 @app.command("train")
-def train_stage(profile: Profile = DEMO_PROFILE) -> None:
+def train_stage(profile: Profile = DEMO_PROFILE, set_: Overrides = None) -> None:
     """Train and evaluate; the model goes to MLflow and models/pipeline, metrics to reports/."""
     apply_client_env()
     from pneumo.flows.training_flow import train_and_evaluate
 
-    paths, params = _paths(), load_params(profile)
+    paths, params = _paths(), load_params(profile, parse_overrides(set_ or []))
     run, results = train_and_evaluate(str(paths["processed"]), params, "dvc-pipeline", "dvc repro")
     paths["model"].mkdir(parents=True, exist_ok=True)
     mlflow.artifacts.download_artifacts(run["model_uri"], dst_path=str(paths["model"]))
@@ -84,16 +92,17 @@ def _pipeline_data() -> dict[str, str]:
 
 
 @app.command("promote")
-def promote_stage(profile: Profile = DEMO_PROFILE) -> None:
+def promote_stage(profile: Profile = DEMO_PROFILE, set_: Overrides = None) -> None:
     """Register the trained model and promote it through the gate."""
     apply_client_env()
     from pneumo.flows.training_flow import gate_and_promote
     from pneumo.orchestration import training_slot
 
-    paths, params = _paths(), load_params(profile)
+    paths, params = _paths(), load_params(profile, parse_overrides(set_ or []))
     run = json.loads((paths["reports"] / "train.json").read_text())
     results = json.loads((paths["reports"] / "metrics.json").read_text())
-    recipe = Recipe(yaml.safe_load(PARAMS_FILE.read_text())["dvc"]["source"], profile, {}, "operator")
+    source = yaml.safe_load(PARAMS_FILE.read_text())["dvc"]["source"]
+    recipe = Recipe(source, profile, parse_overrides(set_ or []), "operator")
     with training_slot(params["registry"]["model_name"]):
         summary = gate_and_promote(str(paths["processed"]), run, results, params, _pipeline_data(), recipe)
     _write_json(paths["reports"] / "promotion.json", summary)
