@@ -72,9 +72,9 @@ def main(
             write_records(url, n, rng)
             now = datetime.now(UTC)
             started = time.perf_counter()
-            current, _count = load_production.fn(url, now - timedelta(days=8), now, scratch, "bench", "1")
+            current = load_production.fn(url, now - timedelta(days=8), now, scratch, "bench", "1")["path"]
             loaded = time.perf_counter()
-            html, summary = run_report.fn(str(reference), current, scratch)
+            html, summary = run_report.fn(str(reference), current, scratch, 0.3)
             done = time.perf_counter()
             rows.append((n, loaded - started, done - loaded, done - started, Path(html).stat().st_size,
                          summary["drift_share"]))  # fmt: skip

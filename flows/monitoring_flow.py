@@ -12,9 +12,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from pneumo.config import Settings, load_params
 from pneumo.contract import CHAMPION
+from pneumo.monitoring.performance import describe
 from pneumo.tasks.monitor import (
     load_production,
     load_reference,
+    measure_performance,
     parse_window,
     run_report,
     save_report,
@@ -36,14 +38,16 @@ def monitoring(
     Args:
         since: ISO 8601 start of the window (default: ``monitoring.window_days`` before ``until``).
         until: ISO 8601 end of the window (default: now).
-        trigger_retraining: start the training deployment when drift passes the threshold, with
+        trigger_retraining: start the training deployment when drift passes the threshold, or live
+            performance dropped beyond ``monitoring.max_performance_drop``, with
             the champion's recipe (its data source, profile and overrides; the deployment's own
             defaults only for a champion that does not record one).
         model_name: registered model whose champion gives the reference (default: as served).
         records_url: the prediction records store (default: ``PNEUMO_RECORDS_URL``).
 
     Returns:
-        The summary: window, record count, drift shares, decision and the report URIs.
+        The summary: window, record count, positive rate, drift shares, live ``performance`` on
+        confirmed diagnoses, the decision and the report URIs.
     """
     params = load_params()
     config = params["monitoring"]
@@ -55,19 +59,25 @@ def monitoring(
         reference = load_reference(name, alias, workdir)
         version, recipe = reference["version"], reference["recipe"]
         url = records_url or Settings.from_env().records_url
-        current_csv, count = load_production(url, start, end, workdir, name, version)
+        production = load_production(url, start, end, workdir, name, version)
         window = [start.isoformat(), end.isoformat()]
         summary: dict[str, Any] = {"model_name": name, "reference_version": version, "window": window}
-        summary["records"] = count
+        summary.update(records=production["records"], positive_rate=production["positive_rate"])
+        summary["drift_threshold"] = config["drift_threshold"]
+        summary["performance"] = measure_performance(production["path"], reference["metrics"], config)
         html = None
-        if count < config["min_samples"]:
-            reason = f"{count} records < minimum sample size {config['min_samples']}"
-            summary.update(decision="insufficient data", reason=reason)
-        else:
-            html, drift = run_report(reference["path"], current_csv, workdir)
+        enough = production["records"] >= config["min_samples"]
+        if enough:
+            html, drift = run_report(
+                reference["path"], production["path"], workdir, config["drift_threshold"]
+            )
             summary.update(drift)
+        if enough or summary["performance"]["degraded"]:
             parameters = recipe.deployment_parameters("drift") if recipe else {"trigger": "drift"}
             summary.update(decide_and_trigger(summary, config, trigger_retraining, parameters))
+        else:
+            reason = f"{production['records']} records < minimum sample size {config['min_samples']}"
+            summary.update(decision="insufficient data", reason=reason)
         try:
             summary["report_uris"] = save_report(html, summary, datetime.now(UTC), headline(summary))
         finally:  # the decision reaches the Prefect UI even when S3 refuses the report
@@ -83,6 +93,8 @@ def monitoring(
 def headline(summary: dict[str, Any]) -> list[str]:
     """The decision and the state of the retraining behind it: the first lines of every report."""
     lines = [f"Drift report: {summary['decision']}", f"reason: {summary['reason']}"]
+    if "performance" in summary:
+        lines.append(describe(summary["performance"]))
     if "retraining" in summary:
         run = summary["retraining"]
         lines.append(f"retraining started: flow run {run['name']} ({run['state_name']}) with "
@@ -104,7 +116,12 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         *(f"- {line}" for line in rest),
         f"- window: {summary['window'][0]} to {summary['window'][1]}",
-        f"- production records: {summary['records']}",
+        f"- production records: {summary['records']}"
+        + (
+            f" ({summary['positive_rate']:.0%} answered PNEUMONIA)"
+            if summary.get("positive_rate") is not None
+            else ""
+        ),
     ]
     if "drift_share" in summary:
 
@@ -113,7 +130,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
         lines += [
             f"- reference: {summary['model_name']} v{summary['reference_version']} training images",
-            f"- drift share: **{summary['drift_share']:.2f}** (image statistics "
+            f"- drift share: **{summary['drift_share']:.2f}** against the threshold "
+            f"{summary['drift_threshold']} (image statistics "
             f"{share('image_drift_share')}, embedding {share('embedding_drift_share')}, "
             f"prediction {'drifted' if summary['prediction_drift'] else 'stable'})",
             f"- drifted features: {', '.join(summary['drifted_columns']) or 'none'}",

@@ -11,8 +11,14 @@ from evidently.presets import DataDriftPreset
 from pneumo.monitoring.features import EMBEDDING_COLUMNS, FEATURE_COLUMNS, IMAGE_COLUMNS, PREDICTION_COLUMN
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, drift_threshold: float = 0.5
+) -> tuple[Any, dict[str, Any]]:
     """Run the report on the feature columns both tables have.
+
+    ``drift_threshold`` is the share of drifted features the project decides at
+    (``monitoring.drift_threshold``): Evidently's own dataset-drift verdict uses it too, so the
+    report shows one threshold, not two.
 
     Returns:
         The Evidently snapshot (``save_html``) and a summary: overall drift share, drifted columns,
@@ -20,7 +26,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[Any, d
     """
     columns = [c for c in FEATURE_COLUMNS if c in reference and c in current and current[c].notna().any()]
     definition = DataDefinition(numerical_columns=columns)
-    snapshot = Report([DataDriftPreset(columns=columns)]).run(
+    snapshot = Report([DataDriftPreset(columns=columns, drift_share=drift_threshold)]).run(
         reference_data=Dataset.from_pandas(reference[columns].astype(float), data_definition=definition),
         current_data=Dataset.from_pandas(current[columns].astype(float), data_definition=definition),
     )

@@ -1,28 +1,38 @@
-"""The production records: one row per prediction, written by the service and read by monitoring.
+"""The production records: one row per prediction, written by the service and read by monitoring,
+and the clinicians' confirmed diagnoses of those predictions.
 
-The table holds what a request saw (image statistics, the model's probability and embedding, the
-model version) and never the pixels. SQLite by default, any SQLAlchemy URL in production.
+``predictions`` holds what a request saw (image statistics, the model's probability and embedding,
+the model version) and never the pixels. ``feedback`` holds every label a clinician sent for a
+prediction, never overwritten: the newest one counts, the older ones stay as history. SQLite by
+default, any SQLAlchemy URL in production.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Column,
     DateTime,
+    Engine,
     Float,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     create_engine,
     event,
+    func,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 
 from pneumo.monitoring.features import EMBEDDING_COLUMNS
+
+_CREATING = threading.Lock()  # one table creation at a time in this process
 
 metadata = MetaData()
 predictions = Table(
@@ -48,10 +58,22 @@ predictions = Table(
     *(Column(name, Float) for name in EMBEDDING_COLUMNS),
     Column("image_uri", String(500)),
 )
+LABELS = ("NORMAL", "PNEUMONIA")  # a prediction's and a confirmed diagnosis's label; index = class
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(36), nullable=False, index=True),
+    Column("label", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("copied_to", String(500)),  # the de-identified training copy of the image, if any
+)
 
 
-def make_engine(url: str):
-    """An engine for ``url``; SQLite gets WAL and a busy timeout so workers can share the file."""
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the tables created; SQLite gets WAL and a busy timeout so workers
+    can share the file. Two engines creating the tables at once (the recorder and the feedback
+    store, or two workers) do not fail: the loser finds the tables there on its second look."""
     engine = create_engine(url, pool_pre_ping=True)
     if url.startswith("sqlite"):
 
@@ -62,7 +84,11 @@ def make_engine(url: str):
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
-    metadata.create_all(engine)
+    with _CREATING:
+        try:
+            metadata.create_all(engine)
+        except DBAPIError:  # another process created a table between the check and the create
+            metadata.create_all(engine)
     return engine
 
 
@@ -73,8 +99,16 @@ def read_records(
     model_name: str | None = None,
     model_version: str | None = None,
 ) -> list[dict]:
-    """Recorded predictions in ``[since, until)``, oldest first, optionally of one model version."""
-    query = select(predictions).order_by(predictions.c.created_at)
+    """Recorded predictions in ``[since, until)``, oldest first, optionally of one model version.
+
+    Each row carries ``confirmed_label``: the newest label a clinician confirmed for it, or None.
+    """
+    latest = _newest_labels().subquery()
+    query = (
+        select(predictions, latest.c.label.label("confirmed_label"))
+        .outerjoin(latest, latest.c.request_id == predictions.c.request_id)
+        .order_by(predictions.c.created_at)
+    )
     if model_name is not None:
         query = query.where(predictions.c.model_name == model_name)
     if model_version is not None:
@@ -89,7 +123,53 @@ def read_records(
             rows = [dict(row._mapping) for row in connection.execute(query)]
     finally:
         engine.dispose()
-    for row in rows:  # SQLite drops the zone; everything is stored in UTC
-        if row["created_at"].tzinfo is None:
-            row["created_at"] = row["created_at"].replace(tzinfo=UTC)
+    for row in rows:  # everything is stored in UTC
+        row["created_at"] = _utc(row["created_at"])
     return rows
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def _newest_labels() -> Select:
+    """``(request_id, label)`` of the newest feedback row of every prediction that has one."""
+    newest = select(func.max(feedback.c.id).label("id")).group_by(feedback.c.request_id).subquery()
+    return select(feedback.c.request_id, feedback.c.label).join(newest, feedback.c.id == newest.c.id)
+
+
+def confirmed_labels(engine: Engine) -> dict[str, str]:
+    """The newest confirmed label of each prediction that has one."""
+    with engine.connect() as connection:
+        return {row.request_id: row.label for row in connection.execute(_newest_labels())}
+
+
+def feedback_history(engine: Engine, request_id: str) -> list[dict[str, Any]]:
+    """Every label sent for one prediction, oldest first."""
+    query = select(feedback).where(feedback.c.request_id == request_id).order_by(feedback.c.id)
+    with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+    return [{**row, "created_at": _utc(row["created_at"])} for row in rows]
+
+
+def prediction(engine: Engine, request_id: str) -> dict[str, Any] | None:
+    """One recorded prediction, or None."""
+    with engine.connect() as connection:
+        row = connection.execute(select(predictions).where(predictions.c.request_id == request_id)).first()
+    return None if row is None else {**row._mapping, "created_at": _utc(row.created_at)}
+
+
+def add_feedback(engine: Engine, request_id: str, label: str) -> dict[str, Any]:
+    """Record a confirmed label; returns the new row (``id``, ``created_at``)."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {', '.join(LABELS)}, not {label!r}")
+    row = {"request_id": request_id, "label": label, "created_at": datetime.now(UTC)}
+    with engine.begin() as connection:
+        row["id"] = connection.execute(feedback.insert().values(**row)).inserted_primary_key[0]
+    return row
+
+
+def set_copied_to(engine: Engine, feedback_id: int, uri: str) -> None:
+    """Note where the de-identified training copy of a confirmed image went."""
+    with engine.begin() as connection:
+        connection.execute(feedback.update().where(feedback.c.id == feedback_id).values(copied_to=uri))

@@ -57,6 +57,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "monitoring.drift_threshold": (0, 1),
     "monitoring.cooldown_hours": (0, None),
     "monitoring.max_attempts": (1, 100),
+    "monitoring.min_labelled": (2, None),
+    "monitoring.max_performance_drop": (0, 1),
 }
 # The gate compares candidate and champion on these metrics of the same images (pneumo.metrics).
 GATE_DROPS = ("auc", "specificity_at_target")

@@ -14,6 +14,8 @@ from pneumo.config import Settings, apply_client_env, load_params, state_dir
 from pneumo.contract import CHAMPION
 from pneumo.serving import metrics
 from pneumo.serving.api import bp as api_bp
+from pneumo.serving.feedback import FeedbackStore
+from pneumo.serving.feedback import bp as feedback_bp
 from pneumo.serving.model import ModelHolder
 from pneumo.serving.ops import bp as ops_bp
 from pneumo.serving.records import Recorder
@@ -63,8 +65,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         holder.start_polling(app.config["RELOAD_INTERVAL_S"])
     app.extensions["pneumo.model"] = holder
     app.extensions["pneumo.recorder"] = Recorder(app.config["RECORDS_URL"], app.config["STORE_IMAGES_URI"])
+    app.extensions["pneumo.feedback"] = FeedbackStore(app.config["RECORDS_URL"])
 
     app.register_blueprint(api_bp)
+    app.register_blueprint(feedback_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(reports_bp)
 

@@ -1,17 +1,29 @@
-"""The weekly reviewer's view: drift reports from the reports bucket, newest first."""
+"""The weekly reviewer's view: one row per monitoring report, newest first, and the trend.
+
+Each row is read from the report's JSON summary in the reports bucket: window, model version,
+records, drift share against the threshold, the top drifted features, the positive rate, live
+performance on confirmed diagnoses, the decision, and the state of the retraining it started or
+waited for (asked of Prefect now, or as recorded when Prefect does not answer).
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
+import requests
 from flask import Blueprint, Response, abort, render_template, request
 
 from pneumo.config import Settings
+from pneumo.serving.trend import trend_svg
 from pneumo.storage import s3_client
 
 bp = Blueprint("reports", __name__)
 REPORT_KEY = re.compile(r"\d{4}/\d{2}/\d{2}/monitoring-\d{6}\.(html|json)")  # as save_report names them
 KINDS = {".html": "text/html; charset=utf-8", ".json": "application/json"}
+ROWS = 26  # reports summarised on the page (half a year of weekly reviews)
+TREND = 12  # reports in the trend chart
 
 
 def list_reports(settings: Settings) -> list[dict[str, str]]:
@@ -26,16 +38,86 @@ def list_reports(settings: Settings) -> list[dict[str, str]]:
     return sorted(reports.values(), key=lambda r: r["name"], reverse=True)
 
 
+def report_row(entry: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]:
+    """What the reviewer reads of one report, from its JSON summary."""
+    performance = summary.get("performance") or {}
+    stem = entry["name"]
+    return {
+        **entry,
+        "date": f"{stem[:10].replace('/', '-')} {stem[-6:-4]}:{stem[-4:-2]}",
+        "window": summary.get("window"),
+        "model_version": summary.get("reference_version"),
+        "records": summary.get("records"),
+        "drift_share": summary.get("drift_share"),
+        "drift_threshold": summary.get("drift_threshold"),
+        "top_drifted": (summary.get("drifted_columns") or [])[:3],
+        "drifted": len(summary.get("drifted_columns") or []),
+        "positive_rate": summary.get("positive_rate"),
+        "labelled": performance.get("labelled"),
+        "live_auc": performance.get("auc"),
+        "live_sensitivity": performance.get("sensitivity"),
+        "live_specificity": performance.get("specificity"),
+        "degraded": performance.get("degraded"),
+        "decision": summary.get("decision", "?"),
+        "reason": summary.get("reason", ""),
+        "retraining": _retraining(summary),
+    }
+
+
+def _retraining(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The retraining a report started, or the one it waited for."""
+    run = summary.get("retraining") or summary.get("waiting_for")
+    if not run:
+        return None
+    return {"name": run["name"], "flow_run": run["flow_run"], "state": run["state_name"],
+            "started": "retraining" in summary}  # fmt: skip
+
+
+def _read_summary(client: Any, bucket: str, key: str) -> dict[str, Any]:
+    try:
+        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as error:  # one unreadable summary must not hide the others
+        return {"decision": "unreadable", "reason": f"{type(error).__name__}: {error}"}
+
+
+def _current_state(settings: Settings, flow_run: str, recorded: str) -> str:
+    """The retraining's state now (Prefect's REST API, 2 s at most), or the recorded one."""
+    try:
+        answer = requests.get(f"{settings.prefect_api_url}/flow_runs/{flow_run}", timeout=2)
+        answer.raise_for_status()
+        return answer.json()["state"]["name"]
+    except (requests.RequestException, KeyError, TypeError, ValueError):
+        return f"{recorded} (as recorded)"
+
+
+def summarised(settings: Settings, limit: int = ROWS) -> list[dict[str, Any]]:
+    """The newest ``limit`` reports as rows, newest first."""
+    client = s3_client(settings)
+    rows = []
+    for entry in list_reports(settings)[:limit]:
+        summary = _read_summary(client, settings.reports_bucket, entry["json"]) if "json" in entry else {}
+        row = report_row(entry, summary)
+        if row["retraining"]:
+            row["retraining"]["state"] = _current_state(settings, row["retraining"]["flow_run"],
+                                                        row["retraining"]["state"])  # fmt: skip
+        rows.append(row)
+    return rows
+
+
 @bp.get("/reports")
 def index():
-    """Reports newest first, with links that open the HTML (``?format=json`` for a machine)."""
+    """The reports newest first, with the trend chart (``?format=json`` for a machine)."""
+    settings = Settings.from_env()
     try:
-        reports = list_reports(Settings.from_env())
+        rows = summarised(settings)
     except Exception as error:  # S3 down or bucket missing: say so, do not fail
         abort(503, f"the reports bucket cannot be read: {error}")
     if request.args.get("format") == "json":
-        return {"reports": reports}
-    return render_template("reports.html", reports=reports)
+        return {"reports": rows}
+    trend = list(reversed(rows[:TREND]))
+    threshold = next((row["drift_threshold"] for row in rows if row["drift_threshold"] is not None), None)
+    svg = trend_svg(trend, threshold) if trend else None
+    return render_template("reports.html", reports=rows, trend_svg=svg)
 
 
 @bp.get("/reports/<path:key>")

@@ -17,7 +17,8 @@ from pneumo.config import Settings
 from pneumo.contract import REFERENCE_ARTIFACT, VersionSpec
 from pneumo.models import alias_version
 from pneumo.monitoring.drift import drift_report
-from pneumo.monitoring.records import read_records
+from pneumo.monitoring.performance import describe, live_performance
+from pneumo.monitoring.records import LABELS, read_records
 from pneumo.services import SERVICE_TASK, until_reachable
 from pneumo.storage import s3_client
 
@@ -39,20 +40,38 @@ def parse_window(since: str | None, until: str | None, days: float) -> tuple[dat
 @task(name="load-production-records", retries=2, retry_delay_seconds=5)
 def load_production(
     records_url: str, start: datetime, end: datetime, workdir: str, model_name: str, model_version: str
-) -> tuple[str, int]:
-    """Write the window's predictions by one model version to a CSV; returns its path and row count.
+) -> dict[str, Any]:
+    """Write the window's predictions by one model version (with their confirmed labels) to a CSV.
 
     Only that version's rows are comparable with its reference: another version's probabilities and
     embeddings (its own PCA) live on other scales.
+
+    Returns:
+        ``path`` of the CSV, ``records``, ``positive_rate`` (the share answered PNEUMONIA) and
+        ``labelled`` (records with a confirmed diagnosis).
     """
     rows = read_records(records_url, start, end, model_name, model_version)
     path = Path(workdir) / "current.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
+    positives = sum(row["label"] == LABELS[1] for row in rows)
+    labelled = sum(row["confirmed_label"] is not None for row in rows)
     print(
-        f"monitoring: {len(rows)} records of {model_name} v{model_version} "
-        f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+        f"monitoring: {len(rows)} records of {model_name} v{model_version} ({labelled} with a confirmed "
+        f"diagnosis) from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
     )
-    return str(path), len(rows)
+    rate = round(positives / len(rows), 4) if rows else None
+    return {"path": str(path), "records": len(rows), "positive_rate": rate, "labelled": labelled}
+
+
+@task(name="live-performance")
+def measure_performance(
+    current_csv: str, champion: dict[str, float], config: dict[str, Any]
+) -> dict[str, Any]:
+    """The served model on the window's confirmed diagnoses, against the champion's test metrics."""
+    records = pd.read_csv(current_csv) if Path(current_csv).stat().st_size > 1 else pd.DataFrame()
+    performance = live_performance(records, champion, config)
+    print(f"monitoring: {describe(performance)}")
+    return performance
 
 
 @task(name="load-reference", **SERVICE_TASK)
@@ -61,8 +80,9 @@ def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
     """Download the reference table of the version behind ``alias``.
 
     Returns:
-        ``path`` of the table, ``version``, and ``recipe``: the deployment parameters that retrain
-        that version (None for versions that do not record how they were made).
+        ``path`` of the table, ``version``, ``recipe``: the deployment parameters that retrain
+        that version (None for versions that do not record how they were made), and ``metrics``:
+        its test metrics.
     """
     version = alias_version(model_name, alias)
     if version is None:
@@ -70,14 +90,16 @@ def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
     path = mlflow.artifacts.download_artifacts(
         f"runs:/{version.run_id}/{REFERENCE_ARTIFACT}", dst_path=workdir
     )
-    recipe = VersionSpec.of(version).recipe
-    return {"path": path, "version": str(version.version), "recipe": recipe}
+    spec = VersionSpec.of(version)
+    return {"path": path, "version": str(version.version), "recipe": spec.recipe, "metrics": spec.metrics}
 
 
 @task(name="drift-report")
-def run_report(reference_csv: str, current_csv: str, workdir: str) -> tuple[str, dict[str, Any]]:
-    """Run the Evidently report; returns the HTML path and the summary."""
-    snapshot, summary = drift_report(pd.read_csv(reference_csv), pd.read_csv(current_csv))
+def run_report(
+    reference_csv: str, current_csv: str, workdir: str, drift_threshold: float
+) -> tuple[str, dict[str, Any]]:
+    """Run the Evidently report at the project's drift threshold; returns the HTML path and the summary."""
+    snapshot, summary = drift_report(pd.read_csv(reference_csv), pd.read_csv(current_csv), drift_threshold)
     html = Path(workdir) / "report.html"
     snapshot.save_html(str(html))
     return str(html), summary

@@ -86,21 +86,37 @@ def recent_retrainings(deployment: str, hours: float, model_name: str) -> list[R
     return sorted(recent, key=lambda r: r.created, reverse=True)
 
 
-def plan(share: float, recent: list[Retraining], config: dict[str, Any]) -> dict[str, Any]:
-    """What to do about a drift share, given the retrainings of the cooldown window.
+def plan(
+    share: float | None, recent: list[Retraining], config: dict[str, Any], degraded: str | None = None
+) -> dict[str, Any]:
+    """What to do about a drift share and live performance, given the cooldown window's retrainings.
+
+    Args:
+        share: the drift share, or None when there were too few records to measure it.
+        recent: the drift-triggered retrainings of the cooldown window.
+        config: the ``monitoring`` section of params.yaml.
+        degraded: why live performance is a reason to retrain (:mod:`pneumo.monitoring.performance`).
 
     Returns:
         ``decision`` (``no drift``, ``retrain``, ``cooldown`` or ``gave up``), ``reason``, and
         ``waiting_for`` or ``failed`` (the runs behind a cooldown or a refusal).
     """
     threshold, hours, attempts = config["drift_threshold"], config["cooldown_hours"], config["max_attempts"]
-    if share <= threshold:
-        return {"decision": "no drift", "reason": f"drift share {share:.2f} <= threshold {threshold}"}
+    causes = (
+        [f"drift share {share:.2f} > threshold {threshold}"]
+        if share is not None and share > threshold
+        else []
+    )
+    causes += [degraded] if degraded else []
+    if not causes:
+        shown = "no drift share (too few records)" if share is None else f"drift share {share:.2f}"
+        return {"decision": "no drift", "reason": f"{shown} <= threshold {threshold}"}
+    cause = " and ".join(causes)
     alive = [r for r in recent if r.state in ALIVE]
     if alive:
         return {
             "decision": "cooldown",
-            "reason": f"drift share {share:.2f} > {threshold}, but retraining {alive[0].describe()} "
+            "reason": f"{cause}, but retraining {alive[0].describe()} "
             f"started within the last {hours:g} h: waiting for it",
             "waiting_for": alive[0].to_dict(),
         }
@@ -108,15 +124,14 @@ def plan(share: float, recent: list[Retraining], config: dict[str, Any]) -> dict
         names = "; ".join(r.describe() for r in recent)
         return {
             "decision": "gave up",
-            "reason": f"drift share {share:.2f} > {threshold}, but the last {len(recent)} retrainings "
+            "reason": f"{cause}, but the last {len(recent)} retrainings "
             f"within {hours:g} h all ended badly ({names}): not starting attempt {len(recent) + 1} "
             f"(monitoring.max_attempts {attempts}); read their logs in the Prefect UI",
             "failed": [r.to_dict() for r in recent],
         }
     attempt = f"attempt {len(recent) + 1} of {attempts}"
     earlier = f"; earlier: {'; '.join(r.describe() for r in recent)}" if recent else ""
-    reason = f"drift share {share:.2f} > threshold {threshold} ({attempt}{earlier})"
-    return {"decision": "retrain", "reason": reason}
+    return {"decision": "retrain", "reason": f"{cause} ({attempt}{earlier})"}
 
 
 def idempotency_key(model: str, version: str, recent: list[Retraining], cooldown_hours: float) -> str:
@@ -134,7 +149,8 @@ def decide_and_trigger(
     """Start the training deployment with ``parameters`` when :func:`plan` says so.
 
     Args:
-        summary: the drift summary (``model_name``, ``drift_share``, ``drifted_columns``).
+        summary: the monitoring summary (``model_name``, ``drift_share``, ``drifted_columns``, and
+            ``performance`` with its ``degraded`` reason).
         config: the ``monitoring`` section of params.yaml.
         allow_trigger: False only reports what would be done.
         parameters: the deployment parameters (the champion's recipe, ``trigger: drift``).
@@ -144,10 +160,11 @@ def decide_and_trigger(
     """
     deployment, model = config["training_deployment"], summary["model_name"]
     recent = recent_retrainings(deployment, config["cooldown_hours"], model)
-    decided = plan(summary["drift_share"], recent, config)
+    degraded = (summary.get("performance") or {}).get("degraded")
+    decided = plan(summary.get("drift_share"), recent, config, degraded)
     if decided["decision"] != "retrain":
         return decided
-    drifted = ", ".join(summary["drifted_columns"])
+    drifted = ", ".join(summary.get("drifted_columns") or []) or "no drifted features"
     if not allow_trigger:
         reason = f"{decided['reason']}: {drifted}"
         return {**decided, "decision": "drift (retraining not triggered)", "reason": reason}
@@ -156,7 +173,16 @@ def decide_and_trigger(
         parameters=parameters,
         timeout=0,
         as_subflow=False,
-        tags=[RETRAIN_TAG, model_tag(model), f"drift-share-{summary['drift_share']:.2f}"],
+        tags=[
+            RETRAIN_TAG,
+            model_tag(model),
+            *(
+                [f"drift-share-{summary['drift_share']:.2f}"]
+                if summary.get("drift_share") is not None
+                else []
+            ),
+            *(["performance"] if degraded else []),
+        ],
         idempotency_key=idempotency_key(
             model, summary["reference_version"], recent, config["cooldown_hours"]
         ),

@@ -71,21 +71,30 @@ def source(stack: Settings, synthetic_dir: Path) -> str:
     return uri
 
 
-def send_images(images: list, records_url: str, model_name: str) -> None:
-    """Predict every PIL image through the real API of ``model_name``, recording into ``records_url``."""
+def send_images(
+    images: list, records_url: str, model_name: str, confirmed: list[str] | None = None
+) -> list[dict]:
+    """Predict every PIL image through the real API of ``model_name``, recording into ``records_url``;
+    with ``confirmed``, send each image's confirmed diagnosis to ``/feedback`` too. Returns the answers."""
     import io
 
     from pneumo.serving import create_app
 
     app = create_app({"MODEL_NAME": model_name, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url})
     client = app.test_client()
-    for image in images:
+    answers = []
+    for index, image in enumerate(images):
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         response = client.post("/predict", data={"file": (io.BytesIO(buffer.getvalue()), "x.png")})
         assert response.status_code == 200
+        answers.append(response.get_json())
+        if confirmed is not None:
+            body = {"request_id": answers[-1]["request_id"], "label": confirmed[index]}
+            assert client.post("/feedback", json=body).status_code == 201
     app.extensions["pneumo.recorder"].flush()
     app.extensions["pneumo.model"].stop()
+    return answers
 
 
 def start_worker() -> subprocess.Popen:
@@ -155,3 +164,50 @@ def wait_for_task_run(names: tuple[str, ...], since, state: str = "RUNNING", tim
                     return run
             time.sleep(0.2)
     raise AssertionError(f"no task run of {names} reached {state} within {timeout} s")
+
+
+# --- the prediction service with a real model (tests/serving) ------------------------------------
+
+SERVING_MODEL = "pneumonia-serving-test"
+SERVING_ADMIN = "admin-secret"
+
+
+@pytest.fixture(scope="session")
+def served_model(stack: Settings, source: str) -> dict:
+    """A champion of its own registered model, so the other tests' promotions do not interfere."""
+    from pneumo.flows.training_flow import training
+
+    summary = training(source=source, profile="test", overrides={"registry": {"model_name": SERVING_MODEL}})
+    assert summary["promoted"], summary["reasons"]
+    return summary
+
+
+@pytest.fixture
+def app(served_model: dict, tmp_path: Path):
+    """A fresh app (and a fresh predictions database) per test."""
+    from pneumo.serving import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "MODEL_NAME": SERVING_MODEL,
+            "RELOAD_INTERVAL_S": 0,
+            "RECORDS_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+            "ADMIN_TOKEN": SERVING_ADMIN,
+        }
+    )
+    yield app
+    app.extensions["pneumo.model"].stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def xray(synthetic_dir: Path):
+    """One synthetic chest X-ray (PIL image)."""
+    from PIL import Image
+
+    return Image.open(next((synthetic_dir / "images").glob("*.png"))).copy()

@@ -12,8 +12,10 @@ from conftest import send_images
 from PIL import Image
 
 from pneumo.config import Settings
+from pneumo.datasets import read_labelled
 from pneumo.flows.monitoring_flow import monitoring
 from pneumo.flows.training_flow import training
+from pneumo.monitoring.records import LABELS, add_feedback, make_engine
 from pneumo.orchestration import register_deployments
 from pneumo.serving import create_app
 from pneumo.storage import s3_client, split_uri
@@ -55,8 +57,8 @@ def shifted(image: Image.Image, index: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
 
 
-def send(images: list[Image.Image], records_url: str) -> None:
-    send_images(images, records_url, MODEL)
+def send(images: list[Image.Image], records_url: str, confirmed: list[str] | None = None) -> list[dict]:
+    return send_images(images, records_url, MODEL, confirmed)
 
 
 def run(records_url: str) -> dict:
@@ -71,16 +73,27 @@ def _read_json(stack: Settings, uri: str) -> dict:
 def test_training_distribution_gives_no_drift(
     monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings
 ):
-    """Images of the training data set (same label mix): no drift, no retraining."""
+    """Images of the training data set (same label mix), each with its true diagnosis confirmed by a
+    clinician: no drift, live performance like the champion's, no retraining."""
     url = f"sqlite:///{tmp_path / 'records.db'}"
-    images = [Image.open(p).copy() for p in sorted((synthetic_dir / "images").glob("*.png"))]
-    send(images, url)
+    table = read_labelled(synthetic_dir)
+    images = [Image.open(path).copy() for path in table["path"]]
+    send(images, url, [LABELS[label] for label in table["label"]])
     summary = run(url)
     assert summary["records"] == len(images)
     assert summary["decision"] == "no drift", summary
-    assert summary["drift_share"] <= 0.3
+    assert summary["drift_share"] <= 0.3 and summary["drift_threshold"] == 0.3
+    assert 0 < summary["positive_rate"] < 1
     assert summary["reference_version"] == monitored["version"]
-    assert _read_json(stack, summary["report_uris"]["json"])["decision"] == "no drift"
+    performance = summary["performance"]
+    assert performance["labelled"] == len(images) and performance["positives"] == int(table["label"].sum())
+    for metric in ("auc", "sensitivity", "specificity"):
+        low, high = performance["intervals"][metric]
+        assert low <= performance[metric] <= high
+        assert performance["champion"][metric] == pytest.approx(monitored[f"test_{metric}"], abs=1e-4)
+    assert performance["degraded"] is None
+    report = _read_json(stack, summary["report_uris"]["json"])
+    assert report["decision"] == "no drift" and report["performance"]["labelled"] == len(images)
 
 
 def test_too_few_records_give_no_decision(monitored, fresh_images, tmp_path: Path):
@@ -114,6 +127,9 @@ def test_shifted_inputs_drift_report_and_retrain_once(
     html = s3_client(stack).get_object(Bucket=html_bucket, Key=html_key)["Body"].read().decode()
     assert "<html" in html[:2000].lower()
     assert "Drift report: retrain" in html and started["name"] in html  # the decision on top
+    assert (
+        "Dataset drift detection threshold is 0.3" in html
+    )  # Evidently's verdict at the project's threshold
     assert len(recent_retrainings("training/training", 1, MODEL)) == len(before) + 1
 
     second = run(url)  # the same drift again, inside the cooldown
@@ -131,16 +147,57 @@ def test_shifted_inputs_drift_report_and_retrain_once(
     assert run_.parameters["source"] == monitored["data_source"]
 
 
-def test_reports_page_lists_newest_first(monitored, stack: Settings, tmp_path: Path):
+def test_a_drop_in_live_performance_is_a_reason_to_retrain_through_the_same_cooldown(
+    monitored, fresh_images, tmp_path: Path, stack: Settings
+):
+    """Inputs like the training data (no drift), but every answer contradicted by the confirmed
+    diagnosis: live performance fell, which is a reason to retrain, held by the same cooldown as the
+    drift retraining started above."""
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    answers = send(fresh_images[:20], url)
+    wrong = [("NORMAL" if answer["label"] == "PNEUMONIA" else "PNEUMONIA") for answer in answers]
+    engine = make_engine(url)
+    for answer, label in zip(answers, wrong, strict=True):
+        add_feedback(engine, answer["request_id"], label)
+    few = run(url)  # 20 labels: reported, not yet a reason (min_labelled 30)
+    assert few["performance"]["labelled"] == 20 and few["performance"]["degraded"] is None
+    assert few["decision"] in ("insufficient data", "no drift"), few
+
+    answers = send(fresh_images[20:], url, [("NORMAL" if i % 2 else "PNEUMONIA") for i in range(60)])
+    summary = run(url)
+    performance = summary["performance"]
+    assert performance["labelled"] == 80 and performance["degraded"], performance
+    assert (
+        "confirmed diagnoses" in performance["degraded"]
+        and "below the champion's test" in performance["degraded"]
+    )
+    assert summary["decision"] == "cooldown", summary  # the drift retraining above is still scheduled
+    assert performance["degraded"] in summary["reason"]
+    html_bucket, html_key = split_uri(summary["report_uris"]["html"])
+    html = s3_client(stack).get_object(Bucket=html_bucket, Key=html_key)["Body"].read().decode()
+    assert "live performance on 80 confirmed diagnoses" in html
+
+
+def test_reports_page_has_a_row_per_report_and_the_trend(monitored, stack: Settings, tmp_path: Path):
+    """What the weekly reviewer reads: each report's numbers and decision, newest first, and the trend."""
     app = create_app(
         {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": f"sqlite:///{tmp_path / 'r.db'}"}
     )
     client = app.test_client()
     listing = client.get("/reports?format=json").get_json()["reports"]
-    assert listing, "the other monitoring tests saved reports"
+    assert len(listing) >= 6, "the other monitoring tests saved reports"
     assert [r["name"] for r in listing] == sorted((r["name"] for r in listing), reverse=True)
-    page = client.get("/reports")
-    assert page.status_code == 200 and b"Drift reports" in page.data
+    newest = listing[0]  # the live-performance report
+    assert newest["decision"] == "cooldown" and newest["model_version"] == monitored["version"]
+    assert newest["labelled"] == 80 and newest["degraded"] and 0 <= newest["live_sensitivity"] <= 1
+    assert newest["records"] == 80 and 0 <= newest["positive_rate"] <= 1 and newest["drift_threshold"] == 0.3
+    assert newest["retraining"]["started"] is False and newest["retraining"]["state"]  # waited for
+    drifted = next(r for r in listing if r["decision"] == "retrain")
+    assert drifted["drift_share"] > 0.3 and drifted["top_drifted"] and drifted["retraining"]["started"]
+    page = client.get("/reports").get_data(as_text=True)
+    assert "Monitoring reports" in page and page.count("<tr>") == len(listing) + 1
+    assert '<svg xmlns="http://www.w3.org/2000/svg"' in page and "live sensitivity" in page
+    assert "threshold 0.3" in page and "80 confirmed" in page
     with_html = next(r for r in listing if "html" in r)
     opened = client.get(f"/reports/{with_html['html']}")
     assert opened.status_code == 200 and opened.content_type.startswith("text/html")

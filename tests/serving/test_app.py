@@ -12,57 +12,22 @@ import mlflow
 import numpy as np
 import pytest
 import requests
+from conftest import SERVING_ADMIN as ADMIN
+from conftest import SERVING_MODEL as MODEL
 from PIL import Image
 from werkzeug.serving import make_server
 
 from pneumo.config import Settings
-from pneumo.flows.training_flow import training
 from pneumo.monitoring.records import read_records
 from pneumo.serving import create_app
 
 pytestmark = pytest.mark.integration
-MODEL = "pneumonia-serving-test"
-ADMIN = "admin-secret"
-
-
-@pytest.fixture(scope="session")
-def served_model(stack: Settings, source: str) -> dict:
-    """A champion of its own registered model, so the other tests' promotions do not interfere."""
-    summary = training(source=source, profile="test", overrides={"registry": {"model_name": MODEL}})
-    assert summary["promoted"], summary["reasons"]
-    return summary
-
-
-@pytest.fixture
-def app(served_model: dict, tmp_path: Path):
-    """A fresh app (and a fresh predictions database) per test."""
-    app = create_app(
-        {
-            "TESTING": True,
-            "MODEL_NAME": MODEL,
-            "RELOAD_INTERVAL_S": 0,
-            "RECORDS_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
-            "ADMIN_TOKEN": ADMIN,
-        }
-    )
-    yield app
-    app.extensions["pneumo.model"].stop()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def xray(synthetic_dir: Path) -> Image.Image:
-    return Image.open(next((synthetic_dir / "images").glob("*.png"))).copy()
 
 
 def _post(client, data: bytes, name: str = "x.png", query: str = ""):

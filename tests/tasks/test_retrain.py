@@ -43,3 +43,18 @@ def test_attempts_are_capped_per_cooldown_window_and_the_failures_are_named():
     assert decided["decision"] == "gave up"
     assert [r["name"] for r in decided["failed"]] == ["a", "b", "c"]
     assert "max_attempts 3" in decided["reason"]
+
+
+def test_a_drop_in_live_performance_retrains_without_drift_and_waits_like_drift():
+    reason = "live sensitivity 0.60 on 40 confirmed diagnoses is 0.35 below the champion's test 0.95"
+    decided = plan(0.1, [], CONFIG, degraded=reason)
+    assert decided["decision"] == "retrain" and decided["reason"].startswith(reason)
+    both = plan(0.95, [], CONFIG, degraded=reason)
+    assert "drift share 0.95 > threshold 0.3 and live sensitivity" in both["reason"]
+    waiting = plan(None, [_run("RUNNING", 10, "busy-bee")], CONFIG, degraded=reason)
+    assert waiting["decision"] == "cooldown" and reason in waiting["reason"]
+
+
+def test_too_few_records_for_drift_and_no_degradation_retrain_nothing():
+    decided = plan(None, [], CONFIG)
+    assert decided["decision"] == "no drift" and "too few records" in decided["reason"]

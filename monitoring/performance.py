@@ -1,0 +1,95 @@
+"""Live performance: the served model measured on the predictions clinicians have since confirmed.
+
+Drift says the inputs changed; this says whether the answers got worse. For the labelled records of
+a window: AUC, and sensitivity and specificity at the threshold the service decided with, each with
+a 95% bootstrap interval (every image its own patient: production records carry no patient id),
+next to the champion's metrics on its test split. A drop beyond ``monitoring.max_performance_drop``
+on any of them, with at least ``monitoring.min_labelled`` labels of both classes, is a reason to
+retrain, taken through the same path and cooldown as drift.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pneumo.metrics import binary_metrics, bootstrap_intervals
+from pneumo.monitoring.records import LABELS
+
+MEASURED = ("auc", "sensitivity", "specificity")
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)
+
+
+def live_performance(
+    records: pd.DataFrame, champion: dict[str, float], config: dict[str, Any], resamples: int = 1000
+) -> dict[str, Any]:
+    """Measure the labelled records and compare them with the champion's test metrics.
+
+    Args:
+        records: the window's records (``probability``, ``threshold``, ``confirmed_label``).
+        champion: the champion's ``test_auc``, ``test_sensitivity``, ``test_specificity`` (its tags).
+        config: the ``monitoring`` section of params.yaml.
+        resamples: bootstrap resamples for the intervals.
+
+    Returns:
+        ``labelled``, ``positives``, the :data:`MEASURED` metrics with ``intervals``, ``threshold``,
+        ``champion`` (its test metrics), ``drops`` (champion minus live), and ``degraded``: the
+        reason to retrain, or None.
+    """
+    labelled = (
+        records[records.get("confirmed_label", pd.Series(dtype=object)).isin(LABELS)]
+        if len(records)
+        else records
+    )
+    result: dict[str, Any] = {"labelled": len(labelled), "minimum": config["min_labelled"], "degraded": None}
+    result["champion"] = {m: champion.get(f"test_{m}") for m in MEASURED}
+    if labelled.empty:
+        return result
+    y = (labelled["confirmed_label"] == LABELS[1]).to_numpy(int)
+    p, threshold = labelled["probability"].to_numpy(float), float(labelled["threshold"].iloc[-1])
+    result.update(positives=int(y.sum()), threshold=round(threshold, 6))
+    if len(np.unique(y)) < 2:
+        result["note"] = "the confirmed labels hold one class only: no AUC, sensitivity or specificity yet"
+        return result
+    metrics = binary_metrics(y, p, threshold)
+    intervals = bootstrap_intervals(y, p, threshold, resamples=resamples)
+    result.update({m: _number(metrics[m]) for m in MEASURED})
+    result["intervals"] = {m: [_number(v) for v in intervals[m]] for m in MEASURED}
+    result["drops"] = {
+        m: _number(result["champion"][m] - metrics[m]) for m in MEASURED if result["champion"][m] is not None
+    }
+    worst = max(result["drops"].items(), key=lambda item: item[1], default=None)
+    limit = config["max_performance_drop"]
+    if worst is not None and worst[1] > limit and len(labelled) >= config["min_labelled"]:
+        metric, drop = worst
+        result["degraded"] = (
+            f"live {metric} {result[metric]:.2f} on {len(labelled)} confirmed diagnoses is {drop:.2f} below "
+            f"the champion's test {result['champion'][metric]:.2f} (more than {limit})"
+        )
+    return result
+
+
+def describe(performance: dict[str, Any]) -> str:
+    """One line for the report's headline and the Prefect artifact."""
+    if not performance.get("labelled"):
+        return "live performance: no confirmed diagnoses in this window"
+    if "sensitivity" not in performance:
+        return (
+            f"live performance: {performance['labelled']} confirmed diagnoses; {performance.get('note', '')}"
+        )
+    shown = ", ".join(
+        f"{m} {performance[m]:.2f} (champion's test {performance['champion'][m]:.2f})"
+        if performance["champion"][m] is not None
+        else f"{m} {performance[m]:.2f}"
+        for m in MEASURED
+        if performance[m] is not None
+    )
+    few = (f" (fewer than {performance['minimum']}: not yet a reason to retrain)"
+           if performance["labelled"] < performance["minimum"] else "")  # fmt: skip
+    return f"live performance on {performance['labelled']} confirmed diagnoses{few}: {shown}"

@@ -1,0 +1,60 @@
+"""pneumo.monitoring.performance: live performance on confirmed diagnoses, against the champion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pneumo.config import load_params
+from pneumo.monitoring.performance import describe, live_performance
+
+CONFIG = load_params()["monitoring"]  # min_labelled 30, max_performance_drop 0.1
+CHAMPION = {"test_auc": 0.98, "test_sensitivity": 0.95, "test_specificity": 0.90}
+
+
+def _records(n: int, accuracy: float, seed: int = 0, labelled: int | None = None) -> pd.DataFrame:
+    """``n`` records at threshold 0.5; a share ``accuracy`` of the answers is right."""
+    rng = np.random.default_rng(seed)
+    truth = np.arange(n) % 2
+    right = rng.random(n) < accuracy
+    p = np.where(right == (truth == 1), rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.4, n))
+    confirmed = np.where(truth == 1, "PNEUMONIA", "NORMAL").astype(object)
+    confirmed[labelled if labelled is not None else n :] = None
+    return pd.DataFrame({"probability": p, "threshold": 0.5, "confirmed_label": confirmed})
+
+
+def test_no_confirmed_diagnoses_report_no_performance():
+    result = live_performance(_records(50, 0.9, labelled=0), CHAMPION, CONFIG)
+    assert result["labelled"] == 0 and result["degraded"] is None and "sensitivity" not in result
+    assert describe(result) == "live performance: no confirmed diagnoses in this window"
+
+
+def test_good_answers_match_the_champion_with_intervals():
+    result = live_performance(_records(200, 0.97), CHAMPION, CONFIG)
+    assert result["labelled"] == 200 and result["positives"] == 100 and result["threshold"] == 0.5
+    for metric in ("auc", "sensitivity", "specificity"):
+        low, high = result["intervals"][metric]
+        assert low <= result[metric] <= high
+    assert result["degraded"] is None
+    assert result["drops"]["sensitivity"] == round(0.95 - result["sensitivity"], 4)
+
+
+def test_a_drop_beyond_the_limit_is_a_reason_to_retrain_and_says_which_metric():
+    result = live_performance(_records(100, 0.6), CHAMPION, CONFIG)
+    assert result["degraded"] and "confirmed diagnoses" in result["degraded"]
+    worst = max(result["drops"], key=result["drops"].get)
+    assert f"live {worst} " in result["degraded"]
+
+
+def test_too_few_labels_are_reported_but_decide_nothing():
+    result = live_performance(_records(100, 0.3, labelled=20), CHAMPION, CONFIG)
+    assert result["labelled"] == 20 and result["sensitivity"] < 0.6 and result["degraded"] is None
+    assert "fewer than 30: not yet a reason to retrain" in describe(result)
+
+
+def test_one_class_only_gives_no_rates_yet():
+    records = _records(40, 0.9)
+    records["confirmed_label"] = "NORMAL"
+    result = live_performance(records, CHAMPION, CONFIG)
+    assert result["labelled"] == 40 and "sensitivity" not in result and result["degraded"] is None
+    assert "one class only" in describe(result)
