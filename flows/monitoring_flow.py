@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from pneumo.config import Settings, load_params
 from pneumo.contract import CHAMPION
@@ -25,7 +26,17 @@ from pneumo.tasks.monitor import (
 from pneumo.tasks.retrain import decide_and_trigger
 
 
-@flow(name="monitoring", log_prints=True)
+def run_name() -> str:
+    """The run's name in the Prefect UI: which model's inputs, over which window, and when."""
+    parameters = flow_run.get_parameters() or {}
+    model = parameters.get("model_name") or os.environ.get("PNEUMO_MODEL_NAME") or "the served model"
+    since, until = parameters.get("since"), parameters.get("until")
+    window = f"{since or 'the last ' + str(load_params()['monitoring']['window_days']) + ' days'}"
+    window += f" to {until}" if until else ""
+    return f"monitor {model}, {window} ({datetime.now(UTC):%Y-%m-%d %H:%M})"
+
+
+@flow(name="monitoring", flow_run_name=run_name, log_prints=True)
 def monitoring(
     since: str | None = None,
     until: str | None = None,

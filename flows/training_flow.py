@@ -9,11 +9,13 @@ any work, and the whole run holds the model's one training slot
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from prefect import flow, task
+from prefect.runtime import flow_run
 
 from pneumo.config import DEFAULT_PROFILE, DEMO_PROFILE, DEMO_SOURCE, Settings, load_params, workdir
 from pneumo.contract import CHAMPION, TRIGGERS, Recipe
@@ -23,6 +25,7 @@ from pneumo.services import SERVICE_TASK, ServiceUnavailable, http_ok, until_rea
 from pneumo.storage import s3_client, split_uri
 from pneumo.tasks.evaluate import evaluate
 from pneumo.tasks.gate import compare_with_champion, decide
+from pneumo.tasks.gate_report import publish_gate
 from pneumo.tasks.ingest import SourceError, ingest, version_data
 from pneumo.tasks.preprocess import preprocess
 from pneumo.tasks.reference import build_reference
@@ -76,7 +79,17 @@ def resolve_recipe(
     return Recipe(recipe.source, profile or recipe.profile, chosen, trigger)
 
 
-@flow(name="training", log_prints=True)
+def run_name() -> str:
+    """The run's name in the Prefect UI: what it trains, on which data, who started it, and when."""
+    parameters = flow_run.get_parameters() or {}
+    source = parameters.get("source")
+    data = "/".join(filter(None, split_uri(source))) if source else "the champion's data"
+    profile = parameters.get("profile") or (DEFAULT_PROFILE if source else "the champion's recipe")
+    trigger = parameters.get("trigger") or "deployment"
+    return f"train {profile} on {data} ({trigger}) {datetime.now(UTC):%Y-%m-%d %H:%M}"
+
+
+@flow(name="training", flow_run_name=run_name, log_prints=True)
 def training(
     source: str | None = None,
     profile: str | None = None,
@@ -95,7 +108,8 @@ def training(
             data source may be judged on its own test split alone (:mod:`pneumo.tasks.gate`).
 
     Returns:
-        ``model_uri``, ``version``, ``promoted``, the gate's reasons, and the test metrics.
+        ``model_uri``, ``version``, ``promoted``, the gate's reasons, the test metrics, and the
+        ``flow_run_id`` (its page in the Prefect UI holds the ``training-gate`` artifact).
     """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, not {trigger!r}")
@@ -110,7 +124,7 @@ def training(
         run, results = train_and_evaluate(processed, params, data_version, recipe.source)
         data = {"data_version": data_version, "data_path": Path(raw_dir).relative_to(workdir()).as_posix()}
         outcome = gate_and_promote(processed, run, results, params, data, recipe)
-    return {**outcome, "profile": recipe.profile, "trigger": trigger}
+    return {**outcome, "profile": recipe.profile, "trigger": trigger, "flow_run_id": flow_run.get_id()}
 
 
 def train_and_evaluate(
@@ -159,6 +173,7 @@ def gate_and_promote(
             if attempt == GATE_ATTEMPTS:
                 raise
             print(f"{moved} (attempt {attempt} of {GATE_ATTEMPTS})")
+    publish_gate(name, version, decision, results, comparison, run["run_id"])
     return {
         "model_uri": f"models:/{name}/{version}",
         "version": version,

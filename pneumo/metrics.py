@@ -121,6 +121,7 @@ def specificity_at_sensitivity(y: np.ndarray, p: np.ndarray, target: float) -> f
 
 
 COMPARED = ("auc", "specificity_at_target")
+COMPARED_LABELS = {"auc": "AUC", "specificity_at_target": "specificity at the target sensitivity"}
 
 
 def _compared(y: np.ndarray, p: np.ndarray, target: float) -> dict[str, float]:

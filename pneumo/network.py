@@ -182,7 +182,13 @@ def patient_folds(
     return list(splitter.split(np.zeros(len(y)), y, patients))
 
 
-def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str, Any], seed: int):
+def fit_on_contexts(
+    contexts: list[np.ndarray],
+    y: np.ndarray,
+    params: dict[str, Any],
+    seed: int,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+):
     """Train a fresh model of the recipe on context images, with online augmentation, all epochs.
 
     Args:
@@ -190,6 +196,7 @@ def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str,
         y: their labels.
         params: the parameters of the recipe.
         seed: seeds weights, order and augmentation.
+        callbacks: Keras callbacks (progress reports).
 
     Returns:
         The trained Keras model.
@@ -198,7 +205,9 @@ def fit_on_contexts(contexts: list[np.ndarray], y: np.ndarray, params: dict[str,
     keras.utils.set_random_seed(seed)
     dataset, n = augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, seed)
     model = build_network(data["image_size"], cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
-    model.fit(dataset, epochs=cfg["epochs"], verbose=0, shuffle=False)  # the views come shuffled
+    model.fit(
+        dataset, epochs=cfg["epochs"], verbose=0, shuffle=False, callbacks=callbacks
+    )  # views come shuffled
     return model
 
 

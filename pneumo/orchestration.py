@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.automations import Automation
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
@@ -28,6 +29,7 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import flow_run
 from prefect.workers.process import ProcessWorker
 
 from pneumo.config import ROOT
@@ -172,3 +174,27 @@ def register_deployments() -> None:
 def worker_command() -> list[str]:
     """The command that starts a Prefect worker on the project's work pool."""
     return [PREFECT, "worker", "start", "--pool", WORK_POOL]
+
+
+class Progress:
+    """A Prefect progress artifact that advances as the work does (the run's page, Artifacts).
+
+    Outside a flow run (a DVC stage, a test calling ``.fn``) there is nothing to show it on, and
+    it does nothing. Progress is a courtesy: a failed update never fails the work.
+    """
+
+    def __init__(self, description: str) -> None:
+        self._id = None
+        if flow_run.get_id() is None:
+            return
+        try:
+            self._id = create_progress_artifact(progress=0.0, description=description)
+        except Exception as error:
+            print(f"warning: no progress artifact for {description!r}: {error}")
+
+    def update(self, done: float, total: float) -> None:
+        """``done`` of ``total`` units are finished."""
+        if self._id is None or not total:
+            return
+        with contextlib.suppress(Exception):
+            update_progress_artifact(self._id, progress=round(min(100.0, 100.0 * done / total), 1))

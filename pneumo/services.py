@@ -153,4 +153,8 @@ def retry_unless_final(task: Any, task_run: Any, state: Any) -> bool:
 
 # Task options for every task that talks to MLflow or S3: a couple of retries for errors the
 # service answered with, none once it stayed unreachable for the wait limit.
-SERVICE_TASK = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_unless_final}
+# A step that talks to MLflow or S3: retried unless the failure is final, and stopped after an hour
+# (a hung connection must not hold the training slot for ever). Bulk transfers may take longer.
+SERVICE_TASK = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_unless_final,
+                "timeout_seconds": 3600}  # fmt: skip
+TRANSFER_TASK = {**SERVICE_TASK, "timeout_seconds": 6 * 3600}

@@ -28,6 +28,7 @@ from prefect import task
 
 from pneumo.contract import CHAMPION, PARAMS_ARTIFACT, ContractError, GateDecision, Recipe, VersionSpec
 from pneumo.images import load_prepared
+from pneumo.metrics import COMPARED_LABELS as LABELS
 from pneumo.metrics import paired_comparison
 from pneumo.models import alias_version, load_keras
 from pneumo.network import predict
@@ -37,7 +38,6 @@ from pneumo.versioning import DvcError, restore_data
 
 MINIMUMS = ("test_auc", "test_sensitivity", "test_specificity")
 OWN_SPLIT, CHAMPION_SPLIT = "candidate's test split", "champion's test split"
-LABELS = {"auc": "AUC", "specificity_at_target": "specificity at the target sensitivity"}
 
 
 def decide(candidate: dict[str, float], comparison: dict[str, Any], gate: dict[str, Any]) -> GateDecision:
@@ -218,4 +218,5 @@ def compare_with_champion(
         splits[split] = result
         shown = [f"{LABELS[m]} {result['candidate'][m]:.3f} vs {result['champion'][m]:.3f}" for m in LABELS]
         print(f"gate: {split}: candidate vs champion: " + ", ".join(shown))
-    return {"champion": str(champion.version), "splits": splits, "exception": exception}
+    return {"champion": str(champion.version), "champion_threshold": champion_spec.threshold,
+            "splits": splits, "exception": exception}  # fmt: skip

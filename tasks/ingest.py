@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError
 from prefect import task
 
 from pneumo.config import RAW_DATA, state_dir, workdir
-from pneumo.services import SERVICE_TASK, until_reachable
+from pneumo.orchestration import Progress
+from pneumo.services import TRANSFER_TASK, until_reachable
 from pneumo.storage import list_objects, s3_client, split_uri
 from pneumo.versioning import version_folder
 
@@ -104,7 +105,7 @@ def _download(client: Any, bucket: str, obj: dict, cached: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _materialise(source: str, objects: list[dict], target: Path) -> None:
+def _materialise(source: str, objects: list[dict], target: Path, progress: Progress) -> None:
     """Download (through the content-addressed cache) into a staging folder, then rename it to ``target``."""
     client = s3_client()
     bucket, prefix = split_uri(source)
@@ -124,6 +125,8 @@ def _materialise(source: str, objects: list[dict], target: Path) -> None:
                 os.link(cached, local)
             except OSError:
                 shutil.copyfile(cached, local)
+            if index % 50 == 0 or index == len(objects):
+                progress.update(index, len(objects))
             if index % 200 == 0 or index == len(objects):
                 print(f"ingest: {index}/{len(objects)} objects ({downloaded} downloaded, rest cached)")
         with (staging / "manifest.csv").open("w", newline="") as handle:
@@ -139,7 +142,7 @@ def _materialise(source: str, objects: list[dict], target: Path) -> None:
         raise
 
 
-@task(name="ingest", **SERVICE_TASK)
+@task(name="ingest", **TRANSFER_TASK)
 @until_reachable("downloading the data set from S3")
 def ingest(source: str, target: str | None = None) -> str:
     """Mirror ``source`` into an immutable snapshot ``data/raw/<dataset>-<content digest>``.
@@ -155,20 +158,22 @@ def ingest(source: str, target: str | None = None) -> str:
         SourceError: the bucket is missing or holds no objects, or a key would escape the folder.
     """
     objects = _list(source)
+    progress = Progress(f"ingest: {len(objects)} objects of {source}")
     if target is not None:
         folder = Path(target)
         if folder.exists():
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _materialise(source, objects, folder)
+        _materialise(source, objects, folder, progress)
         return str(folder)
     folder = workdir() / RAW_DATA / f"{dataset_name(source)}-{_manifest_digest(objects)[:12]}"
     if (folder / "manifest.csv").exists():
         print(f"ingest: snapshot {folder.name} already complete ({len(objects)} objects)")
+        progress.update(1, 1)
         return str(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(folder.parent)
-    _materialise(source, objects, folder)
+    _materialise(source, objects, folder, progress)
     return str(folder)
 
 
@@ -180,7 +185,7 @@ def _remove_abandoned(raw: Path, hours: float = 6) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-@task(name="version-data", **SERVICE_TASK)
+@task(name="version-data", **TRANSFER_TASK)
 @until_reachable("pushing the data to the DVC remote")
 def version_data(raw_dir: str) -> str:
     """``dvc add`` the raw snapshot (once: snapshots never change) and ``dvc push`` it.

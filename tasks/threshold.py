@@ -20,7 +20,25 @@ from sklearn.metrics import roc_auc_score
 
 from pneumo.metrics import binary_metrics, choose_threshold
 from pneumo.network import fit_on_contexts, patient_folds, predict
+from pneumo.orchestration import Progress
 from pneumo.processed import load_contexts, load_split, split_rows
+
+
+class FoldProgress(keras.callbacks.Callback):
+    """Says how far the fold models are: a log line every few epochs and the progress artifact."""
+
+    def __init__(self, folds: int, epochs: int) -> None:
+        super().__init__()
+        self.folds, self.epochs, self.fold = folds, epochs, 0
+        self.started = time.monotonic()
+        self.artifact = Progress(f"threshold: {folds} fold models of {epochs} epochs")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        done = self.fold * self.epochs + epoch + 1
+        self.artifact.update(done, self.folds * self.epochs)
+        if (epoch + 1) % max(1, self.epochs // 5) == 0:
+            print(f"threshold: fold {self.fold + 1}/{self.folds}, epoch {epoch + 1}/{self.epochs} "
+                  f"({time.monotonic() - self.started:.0f}s)")  # fmt: skip
 
 
 @task(name="cross-validated-threshold")
@@ -38,14 +56,16 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
     x, _ = load_split(processed, "train")
     patients = split_rows(processed, "train")["patient_id"].to_numpy()
     oof = np.zeros(len(y))
-    started = time.monotonic()
+    epochs = params["train"]["epochs"]
+    progress = FoldProgress(folds, epochs)
     for k, (fit_rows, held_rows) in enumerate(patient_folds(y, patients, folds, params["data"]["seed"])):
+        progress.fold = k
         model = fit_on_contexts(
-            [contexts[i] for i in fit_rows], y[fit_rows], params, params["train"]["seed"] + k
+            [contexts[i] for i in fit_rows], y[fit_rows], params, params["train"]["seed"] + k, [progress]
         )
         oof[held_rows] = predict(model, x[held_rows])
         keras.backend.clear_session()
-        print(f"threshold: fold {k + 1}/{folds} done ({time.monotonic() - started:.0f}s)")
+        print(f"threshold: fold {k + 1}/{folds} done ({time.monotonic() - progress.started:.0f}s)")
     threshold = choose_threshold(y, oof, params["gate"]["target_sensitivity"])
     metrics = binary_metrics(y, oof, threshold)
     result = {"threshold": threshold, "oof_auc": float(roc_auc_score(y, oof))}

@@ -21,6 +21,7 @@ from pneumo.config import ROOT
 from pneumo.contract import HISTORY_ARTIFACT, MODEL_ARTIFACT, ONNX_ARTIFACT, SUMMARY_ARTIFACT
 from pneumo.monitoring.features import with_embedding
 from pneumo.network import build_network, make_dataset, training_data
+from pneumo.orchestration import Progress
 from pneumo.processed import load_split
 from pneumo.services import until_reachable
 
@@ -32,6 +33,7 @@ class EpochLogger(keras.callbacks.Callback):
         super().__init__()
         self.epochs = epochs
         self.started = time.monotonic()
+        self.progress = Progress(f"train: {epochs} epochs")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         metrics = {
@@ -40,6 +42,7 @@ class EpochLogger(keras.callbacks.Callback):
             if key != "learning_rate"
         }
         mlflow.log_metrics(metrics, step=epoch + 1)
+        self.progress.update(epoch + 1, self.epochs)
         shown = " ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if "loss" in k or "auc" in k)
         print(f"epoch {epoch + 1}/{self.epochs} ({time.monotonic() - self.started:.0f}s): {shown}")
 

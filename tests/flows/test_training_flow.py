@@ -11,6 +11,8 @@ import mlflow
 import pytest
 import requests
 from conftest import run_cli
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from pneumo.config import Settings, workdir
 from pneumo.contract import CHAMPION, GATE_ARTIFACT, PREVIOUS
@@ -53,6 +55,20 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     assert len(run.data.tags["git_commit"]) >= 7
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first["run_id"], "plots")}
     assert artifacts == {"plots/learning_curves.png", "plots/roc.png", "plots/confusion_matrix.png"}
+
+    # What the operator sees in the Prefect UI: a name that says what ran, the gate, the progress.
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(first["flow_run_id"])
+        by_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        published = client.read_artifacts(artifact_filter=by_run)
+    assert flow_run.name.startswith("train test on pneumo-raw/synthetic-test (operator) 20"), flow_run.name
+    (gate,) = [a for a in published if a.key == "training-gate"]
+    assert gate.data.startswith(f"# Gate: {MODEL} v{first['version']} promoted") and "MLflow run" in gate.data
+    progress = {a.description: a.data for a in published if a.type == "progress"}
+    assert any(name.startswith("ingest: ") for name in progress) and any(
+        name.startswith("train: ") for name in progress
+    ), progress
+    assert all(value == 100 for value in progress.values()), progress
 
     # A candidate below an absolute minimum is refused, and nothing moves.
     second = training(source=source, profile="test", overrides={"gate": {"min_test_auc": 1.01}})
