@@ -9,6 +9,7 @@ default, any SQLAlchemy URL in production.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     create_engine,
     event,
     func,
@@ -67,6 +69,16 @@ feedback = Table(
     Column("label", String(20), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("copied_to", String(500)),  # the de-identified training copy of the image, if any
+)
+operator_events = Table(  # what Prefect automations tell operators (pneumo.notify): failures, promotions
+    "operator_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("event", String(200), nullable=False),
+    Column("name", String(500)),
+    Column("message", String(2000)),
+    Column("body", Text, nullable=False),
 )
 
 
@@ -173,3 +185,25 @@ def set_copied_to(engine: Engine, feedback_id: int, uri: str) -> None:
     """Note where the de-identified training copy of a confirmed image went."""
     with engine.begin() as connection:
         connection.execute(feedback.update().where(feedback.c.id == feedback_id).values(copied_to=uri))
+
+
+def add_operator_event(engine: Engine, body: dict[str, Any]) -> dict[str, Any]:
+    """Store one event as received (its JSON kept whole); returns the row."""
+    row = {
+        "received_at": datetime.now(UTC),
+        "event": str(body.get("event") or "unknown")[:200],
+        "name": str(body.get("name") or "")[:500] or None,
+        "message": str(body.get("message") or "")[:2000] or None,
+        "body": json.dumps(body, default=str),
+    }
+    with engine.begin() as connection:
+        row["id"] = connection.execute(operator_events.insert().values(**row)).inserted_primary_key[0]
+    return row
+
+
+def recent_operator_events(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest events first."""
+    query = select(operator_events).order_by(operator_events.c.id.desc()).limit(limit)
+    with engine.connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+    return [{**row, "received_at": _utc(row["received_at"]), "body": json.loads(row["body"])} for row in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,25 @@ def state_dir() -> Path:
 def workdir() -> Path:
     """The DVC project the flows write data and models into (the repository by default)."""
     return Path(os.environ.get("PNEUMO_WORKDIR", ROOT)).resolve()
+
+
+def admin_token(create: bool = False) -> str | None:
+    """``PNEUMO_ADMIN_TOKEN``, or the one kept in the state folder (made with ``create``).
+
+    ``make run`` and ``pneumo deploy`` create it, so that the local service accepts the events the
+    Prefect server delivers; read it from ``.pneumo/admin-token`` to call ``/admin/*`` yourself.
+    """
+    if os.environ.get("PNEUMO_ADMIN_TOKEN"):
+        return os.environ["PNEUMO_ADMIN_TOKEN"]
+    path = state_dir() / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from prefect.runtime import flow_run
 from prefect.workers.process import ProcessWorker
 
 from pneumo.config import ROOT
+from pneumo.notify import ensure_operator_events
 
 WORK_POOL = "pneumo-process"  # the process work pool of prefect.yaml's deployments
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -148,8 +149,9 @@ def ensure_zombie_automation() -> None:
 
 
 def register_deployments() -> None:
-    """Create the process work pool if needed, register every deployment of prefect.yaml, and the
-    automation that marks flow runs whose process died as CRASHED.
+    """Create the process work pool if needed, register every deployment of prefect.yaml, the
+    automation that marks flow runs whose process died as CRASHED, and the automations that tell
+    operators about failed runs, promotions and rollbacks (:mod:`pneumo.notify`).
 
     Raises:
         RuntimeError: ``prefect deploy`` failed (its output is in the message).
@@ -169,6 +171,7 @@ def register_deployments() -> None:
     if result.returncode != 0:
         raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     ensure_zombie_automation()
+    ensure_operator_events()
 
 
 def worker_command() -> list[str]:

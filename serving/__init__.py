@@ -10,15 +10,14 @@ from typing import Any
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from pneumo.config import Settings, apply_client_env, load_params, state_dir
+from pneumo.config import Settings, admin_token, apply_client_env, load_params, state_dir
 from pneumo.contract import CHAMPION
 from pneumo.serving import metrics
 from pneumo.serving.api import bp as api_bp
-from pneumo.serving.feedback import FeedbackStore
 from pneumo.serving.feedback import bp as feedback_bp
 from pneumo.serving.model import ModelHolder
 from pneumo.serving.ops import bp as ops_bp
-from pneumo.serving.records import Recorder
+from pneumo.serving.records import Recorder, RecordsDatabase
 from pneumo.serving.reports import bp as reports_bp
 
 
@@ -32,7 +31,7 @@ def app_config_from_env() -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": int(float(env("PNEUMO_MAX_UPLOAD_MB", "20")) * 1024 * 1024),
         "MAX_PIXELS": int(env("PNEUMO_MAX_PIXELS", str(50_000_000))),
         "API_TOKEN": env("PNEUMO_API_TOKEN") or None,
-        "ADMIN_TOKEN": env("PNEUMO_ADMIN_TOKEN") or None,
+        "ADMIN_TOKEN": admin_token(),  # PNEUMO_ADMIN_TOKEN, or the one `pneumo deploy` made
         "RECORDS_URL": Settings.from_env().records_url,
         "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
     }
@@ -65,7 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         holder.start_polling(app.config["RELOAD_INTERVAL_S"])
     app.extensions["pneumo.model"] = holder
     app.extensions["pneumo.recorder"] = Recorder(app.config["RECORDS_URL"], app.config["STORE_IMAGES_URI"])
-    app.extensions["pneumo.feedback"] = FeedbackStore(app.config["RECORDS_URL"])
+    app.extensions["pneumo.records_db"] = RecordsDatabase(app.config["RECORDS_URL"])
 
     app.register_blueprint(api_bp)
     app.register_blueprint(feedback_bp)

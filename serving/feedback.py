@@ -6,34 +6,17 @@ counts, and every label stays in the history. Monitoring measures live performan
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
-from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 
-from pneumo.monitoring.records import LABELS, add_feedback, feedback_history, make_engine, prediction
+from pneumo.monitoring.records import LABELS, add_feedback, feedback_history, prediction
 from pneumo.serving.auth import require_token
+from pneumo.serving.records import RecordsDatabase
 
 bp = Blueprint("feedback", __name__)
 USAGE = 'send JSON {"request_id": "<the request_id of a /predict answer>", "label": "PNEUMONIA" or "NORMAL"}'
-
-
-class FeedbackStore:
-    """The records database, connected on first use (a database that is down never blocks start-up)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: Engine | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> Engine:
-        with self._lock:
-            if self._engine is None:
-                self._engine = make_engine(self.url)
-            return self._engine
 
 
 def _body() -> tuple[str, str]:
@@ -53,7 +36,7 @@ def _body() -> tuple[str, str]:
 def feedback():
     """Record the confirmed diagnosis of a past prediction: 201, or 404 for an unknown request id."""
     request_id, label = _body()
-    store: FeedbackStore = current_app.extensions["pneumo.feedback"]
+    store: RecordsDatabase = current_app.extensions["pneumo.records_db"]
     try:
         predicted = prediction(store.engine, request_id)
         if predicted is None:  # a prediction made a moment ago may still be in the recorder's queue

@@ -1,9 +1,10 @@
-"""Operations endpoints: liveness, readiness, Prometheus metrics, admin reload."""
+"""Operations endpoints: liveness, readiness, Prometheus metrics, admin reload, operator events."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 
+from pneumo.monitoring.records import add_operator_event
 from pneumo.serving import metrics
 from pneumo.serving.auth import require_token
 
@@ -57,3 +58,22 @@ def reload():
         registry_reachable=holder.registry_reachable,
         error=holder.last_error,
     )
+
+
+@bp.post("/admin/events")
+@require_token("ADMIN_TOKEN", always=True)
+def operator_event():
+    """Store an operator event (a Prefect automation's webhook: a failed run, a promotion, ...);
+    the newest head the ``/reports`` page."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(
+            400,
+            'send a JSON object, e.g. {"event": "prefect.flow-run.Failed", "name": "...", "message": "..."}',
+        )
+    try:
+        row = add_operator_event(current_app.extensions["pneumo.records_db"].engine, body)
+    except Exception as error:
+        current_app.logger.exception("could not store an operator event")
+        abort(503, f"the records database cannot be written right now: {type(error).__name__}")
+    return jsonify(id=row["id"], event=row["event"], received_at=row["received_at"].isoformat()), 201

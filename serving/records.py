@@ -126,3 +126,20 @@ class Recorder:
 def now() -> datetime:
     """The timestamp recorded with a prediction (UTC)."""
     return datetime.now(UTC)
+
+
+class RecordsDatabase:
+    """The records database for the request path (feedback, operator events), connected on first use:
+    a database that is down never blocks start-up."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self.url)
+            return self._engine

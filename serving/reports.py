@@ -13,9 +13,10 @@ import re
 from typing import Any
 
 import requests
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from pneumo.config import Settings
+from pneumo.monitoring.records import recent_operator_events
 from pneumo.serving.trend import trend_svg
 from pneumo.storage import s3_client
 
@@ -113,11 +114,22 @@ def index():
     except Exception as error:  # S3 down or bucket missing: say so, do not fail
         abort(503, f"the reports bucket cannot be read: {error}")
     if request.args.get("format") == "json":
-        return {"reports": rows}
+        return {"events": operator_events(), "reports": rows}
+    events = operator_events()
     trend = list(reversed(rows[:TREND]))
     threshold = next((row["drift_threshold"] for row in rows if row["drift_threshold"] is not None), None)
     svg = trend_svg(trend, threshold) if trend else None
-    return render_template("reports.html", reports=rows, trend_svg=svg)
+    return render_template("reports.html", reports=rows, trend_svg=svg, events=events)
+
+
+def operator_events(limit: int = 10) -> list[dict[str, Any]] | None:
+    """The newest operator events (failed runs, promotions, rollbacks); None when unreadable."""
+    try:
+        events = recent_operator_events(current_app.extensions["pneumo.records_db"].engine, limit)
+    except Exception as error:  # the page still shows the reports
+        current_app.logger.warning("operator events unreadable: %s", error)
+        return None
+    return [{**event, "received_at": event["received_at"].isoformat(timespec="seconds")} for event in events]
 
 
 @bp.get("/reports/<path:key>")

@@ -41,6 +41,7 @@ from pneumo.contract import (
 )
 from pneumo.model_card import render_card
 from pneumo.models import alias_version
+from pneumo.notify import model_event
 from pneumo.orchestration import registry_lock
 from pneumo.services import SERVICE_TASK, until_reachable
 
@@ -239,6 +240,7 @@ def promote(name: str, version: str, reason: str, expected: str | None, by: str 
         if current_version is not None:
             client.set_registered_model_alias(name, PREVIOUS, current_version)
         audit(name, version, "promoted", reason, event_id=promotion_id, replaced=current_version, by=by)
+    model_event("promoted", name, version, replaced=current_version, reason=reason, by=by)
     shown = f" (v{current_version} is @{PREVIOUS})" if current_version else ""
     print(f"promoted {name} v{version} to @{CHAMPION}{shown}")
     return {"champion": version, "previous": current_version}
@@ -264,4 +266,5 @@ def rollback(name: str, reason: str) -> dict[str, str]:
         client.set_registered_model_alias(name, CHAMPION, previous.version)
         audit(name, previous.version, "rolled_back", reason, replaced=rolled_back or None, by="operator")
         client.delete_registered_model_alias(name, PREVIOUS)
+    model_event("rolled-back", name, str(previous.version), rolled_back=rolled_back or None, reason=reason)
     return {"champion": str(previous.version), "rolled_back": rolled_back}

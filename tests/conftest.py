@@ -24,6 +24,8 @@ os.environ.update(
         "PNEUMO_MLFLOW_PORT": os.environ.get("PNEUMO_TEST_MLFLOW_PORT", "25000"),
         "PNEUMO_PREFECT_PORT": os.environ.get("PNEUMO_TEST_PREFECT_PORT", "24200"),
         "PREFECT_HOME": str(_STATE / "prefect-client"),
+        # Operator events go nowhere unless a test points them at its own service (never :8085).
+        "PNEUMO_EVENTS_URL": "http://127.0.0.1:1/admin/events",
     }
 )
 for _name in ("PNEUMO_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLFLOW_S3_ENDPOINT_URL"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -36,6 +37,7 @@ def run_demo(
         data_synth(out, n=n, seed=0, size=256, layout="nih")
         summary = run_training(push_folder(out, DEMO_SOURCE), profile, {})
         typer.echo(json.dumps(summary, default=str))
+        os.environ.setdefault("PNEUMO_EVENTS_URL", f"http://127.0.0.1:{port}/admin/events")  # this service
         server = start_service(port)
         children.append(server)
         # Prefect: imported once the clients point at the stack (see pneumo.cli).

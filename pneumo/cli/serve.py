@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from pneumo.cli.common import fail
-from pneumo.config import apply_client_env
+from pneumo.config import admin_token, apply_client_env
 from pneumo.services import http_status
 from pneumo.stack import gunicorn_command
 
@@ -23,6 +23,7 @@ def serve(
 ) -> None:
     """Serve the champion model: web page and JSON API (gunicorn)."""
     apply_client_env()
+    admin_token(create=True)  # /admin/* and the operator events Prefect delivers need it
     command, env = gunicorn_command(host, port, workers, threads)
     os.environ.update(env)
     typer.echo(f"serving on http://{host}:{port}", err=True)
@@ -31,6 +32,7 @@ def serve(
 
 def start_service(port: int, ready_within_s: float = 300) -> subprocess.Popen:
     """Start gunicorn in its own process group and wait until it serves a model."""
+    admin_token(create=True)  # /admin/* and the operator events Prefect delivers need it
     command, env = gunicorn_command("127.0.0.1", port, workers=1, threads=4)
     server = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
     deadline = time.monotonic() + ready_within_s

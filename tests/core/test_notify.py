@@ -1,0 +1,79 @@
+"""pneumo.notify: operators are told. A run that fails on purpose and a promotion reach the real
+service, under gunicorn, through the real Prefect server's automations and webhook."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from pneumo.config import Settings
+from pneumo.flows.training_flow import training
+from pneumo.notify import ensure_operator_events
+from pneumo.stack import gunicorn_command, terminate_group
+from pneumo.tasks.ingest import SourceError
+
+pytestmark = pytest.mark.integration
+MODEL = "pneumonia-events-test"
+TOKEN = "events-secret"
+
+
+@pytest.fixture
+def service(stack: Settings, tmp_path: Path) -> Iterator[str]:
+    """The prediction service as deployed (gunicorn), with an admin token, on a free port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command, extra = gunicorn_command("127.0.0.1", port, workers=1, threads=2)
+    env = {**os.environ, **extra, "PNEUMO_ADMIN_TOKEN": TOKEN, "PNEUMO_MODEL_NAME": MODEL,
+           "PNEUMO_RECORDS_URL": f"sqlite:///{tmp_path / 'records.db'}"}  # fmt: skip
+    server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.5)
+    yield url
+    terminate_group(server.pid)
+
+
+def _events(url: str, wanted: dict[str, str], timeout: float = 120) -> list[dict]:
+    """Poll /reports until an event of each wanted kind (event -> name prefix) has arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = requests.get(f"{url}/reports?format=json", timeout=10).json()["events"]
+        if all(any(e["event"] == kind and (e["name"] or "").startswith(prefix) for e in events)
+               for kind, prefix in wanted.items()):  # fmt: skip
+            return events
+        assert time.monotonic() < deadline, f"operator events did not arrive: {events}"
+        time.sleep(2)
+
+
+def test_a_failed_run_and_a_promotion_reach_the_operator(service: str, source: str):
+    ensure_operator_events(f"{service}/admin/events", TOKEN)
+    overrides = {"registry": {"model_name": MODEL}}
+    with pytest.raises(SourceError):  # made to fail: a bucket that does not exist
+        training(source="s3://no-such-bucket/clinic", profile="test", overrides=overrides)
+    summary = training(source=source, profile="test", overrides=overrides)
+    assert summary["promoted"], summary["reasons"]
+
+    events = _events(service, {"prefect.flow-run.Failed": "train test on no-such-bucket/clinic",
+                               "pneumo.model.promoted": f"{MODEL} v{summary['version']}"})  # fmt: skip
+    failed = next(e for e in events if e["event"] == "prefect.flow-run.Failed")
+    assert "no-such-bucket" in failed["message"] or "no-such-bucket" in str(failed["body"])
+    promoted = next(e for e in events if e["event"] == "pneumo.model.promoted")
+    assert promoted["body"]["payload"]["version"] == summary["version"]
+    page = requests.get(f"{service}/reports", timeout=10).text
+    assert "Operator events" in page and "prefect.flow-run.Failed" in page
+    assert requests.post(f"{service}/admin/events", json={"event": "x"}, timeout=5).status_code == 401
