@@ -19,6 +19,7 @@ from pneumo.tasks.monitor import (
     load_reference,
     measure_performance,
     parse_window,
+    retraining_parameters,
     run_report,
     save_report,
     scratch_dir,
@@ -50,9 +51,9 @@ def monitoring(
         since: ISO 8601 start of the window (default: ``monitoring.window_days`` before ``until``).
         until: ISO 8601 end of the window (default: now).
         trigger_retraining: start the training deployment when drift passes the threshold, or live
-            performance dropped beyond ``monitoring.max_performance_drop``, with
-            the champion's recipe (its data source, profile and overrides; the deployment's own
-            defaults only for a champion that does not record one).
+            performance dropped beyond ``monitoring.max_performance_drop``, with the champion's
+            recipe (its data sources, profile and overrides; the deployment's own defaults only for
+            a champion that does not record one) plus the feedback prefix of confirmed images.
         model_name: registered model whose champion gives the reference (default: as served).
         records_url: the prediction records store (default: ``PNEUMO_RECORDS_URL``).
 
@@ -84,7 +85,7 @@ def monitoring(
             )
             summary.update(drift)
         if enough or summary["performance"]["degraded"]:
-            parameters = recipe.deployment_parameters("drift") if recipe else {"trigger": "drift"}
+            parameters = retraining_parameters(recipe, Settings.from_env().feedback_uri)
             summary.update(decide_and_trigger(summary, config, trigger_retraining, parameters))
         else:
             reason = f"{production['records']} records < minimum sample size {config['min_samples']}"

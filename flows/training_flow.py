@@ -22,7 +22,7 @@ from pneumo.contract import CHAMPION, TRIGGERS, Recipe
 from pneumo.models import alias_version
 from pneumo.orchestration import training_slot
 from pneumo.services import SERVICE_TASK, ServiceUnavailable, http_ok, until_reachable
-from pneumo.storage import s3_client, split_uri
+from pneumo.storage import s3_client, split_sources, split_uri
 from pneumo.tasks.evaluate import evaluate
 from pneumo.tasks.gate import compare_with_champion, decide
 from pneumo.tasks.gate_report import publish_gate
@@ -46,13 +46,17 @@ def check_services(source: str) -> None:
             f"MLflow tracking server {tracking} is not reachable: start the stack (pneumo stack up) "
             "or point MLFLOW_TRACKING_URI at a running server"
         )
-    bucket, _ = split_uri(source)
     try:
-        s3_client(settings).head_bucket(Bucket=bucket)
-    except Exception as error:
-        raise SourceError(
-            f"S3 bucket {bucket!r} at {settings.s3_endpoint} is not reachable: {error}"
-        ) from error
+        buckets = {split_uri(uri)[0] for uri in split_sources(source)}
+    except ValueError as error:
+        raise SourceError(str(error)) from error
+    for bucket in sorted(buckets):
+        try:
+            s3_client(settings).head_bucket(Bucket=bucket)
+        except Exception as error:
+            raise SourceError(
+                f"S3 bucket {bucket!r} at {settings.s3_endpoint} is not reachable: {error}"
+            ) from error
 
 
 @task(name="resolve-recipe", **SERVICE_TASK)
@@ -83,7 +87,11 @@ def run_name() -> str:
     """The run's name in the Prefect UI: what it trains, on which data, who started it, and when."""
     parameters = flow_run.get_parameters() or {}
     source = parameters.get("source")
-    data = "/".join(filter(None, split_uri(source))) if source else "the champion's data"
+    data = (
+        " + ".join("/".join(filter(None, split_uri(uri))) for uri in split_sources(source))
+        if source
+        else ("the champion's data")
+    )
     profile = parameters.get("profile") or (DEFAULT_PROFILE if source else "the champion's recipe")
     trigger = parameters.get("trigger") or "deployment"
     return f"train {profile} on {data} ({trigger}) {datetime.now(UTC):%Y-%m-%d %H:%M}"

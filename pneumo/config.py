@@ -73,6 +73,7 @@ class Settings:
     dvc_bucket: str
     reports_bucket: str
     records_url: str
+    feedback_uri: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,6 +100,10 @@ class Settings:
             dvc_bucket=env("PNEUMO_DVC_BUCKET", "pneumo-dvc"),
             reports_bucket=env("PNEUMO_REPORTS_BUCKET", "pneumo-reports"),
             records_url=env("PNEUMO_RECORDS_URL", f"sqlite:///{state_dir() / 'predictions.db'}"),
+            # Confirmed images, de-identified, in class folders: a further training source.
+            feedback_uri=env(
+                "PNEUMO_FEEDBACK_URI", f"s3://{env('PNEUMO_RAW_BUCKET', 'pneumo-raw')}/feedback"
+            ),
         )
 
     @property

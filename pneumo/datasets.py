@@ -17,6 +17,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 NIH_REQUIRED = ["Image Index", "Finding Labels", "Patient ID"]
 POSITIVE_DIRS = {"pneumonia"}
 NEGATIVE_DIRS = {"normal", "no finding", "no_finding"}
+SOURCES_FILE = "sources.txt"  # in a snapshot of several S3 prefixes: one sub-folder per line
 # Kermany et al. file names carry the patient: person123_bacteria_456, IM-0117-0001, NORMAL2-IM-0117-0001.
 _PATIENT_PATTERNS = [re.compile(r"^(person\d+)_"), re.compile(r"^((?:NORMAL2-)?IM-\d+)-")]
 
@@ -87,12 +88,7 @@ def read_class_folders(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", "label", "patient_id", "finding"])
 
 
-def read_labelled(root: Path, positive: str = "Pneumonia", negative: str = "No Finding"):
-    """The labelled table of a folder in either layout.
-
-    Raises:
-        DataError: no known layout, or no usable images of both classes.
-    """
+def _read_one(root: Path, positive: str, negative: str) -> pd.DataFrame:
     csv_path = _find_nih_csv(root)
     table = read_nih(csv_path, positive, negative) if csv_path else read_class_folders(root)
     layout = f"NIH ({csv_path.name})" if csv_path else "class folders (NORMAL/, PNEUMONIA/)"
@@ -101,6 +97,23 @@ def read_labelled(root: Path, positive: str = "Pneumonia", negative: str = "No F
             f"no labelled images found in {root} as {layout}; expected {NIH_CSV} with image files "
             "or NORMAL/ and PNEUMONIA/ folders of .png/.jpg images"
         )
+    return table
+
+
+def read_labelled(root: Path, positive: str = "Pneumonia", negative: str = "No Finding"):
+    """The labelled table of a folder in either layout, or of a snapshot of several sources (a
+    :data:`SOURCES_FILE` naming one sub-folder per source, each in its own layout).
+
+    Raises:
+        DataError: no known layout, or no usable images of both classes.
+    """
+    listed = root / SOURCES_FILE
+    if listed.exists():
+        parts = [_read_one(root / line.strip(), positive, negative)
+                 for line in listed.read_text().splitlines() if line.strip()]  # fmt: skip
+        table = pd.concat(parts, ignore_index=True)
+    else:
+        table = _read_one(root, positive, negative)
     counts = table["label"].value_counts()
     if len(counts) < 2:
         raise DataError(f"{root} has images of one class only ({dict(counts)}); need both")

@@ -145,3 +145,19 @@ def load_prepared(path: str, size: int, square_mode: str = "crop") -> np.ndarray
 def model_input(prepared: np.ndarray) -> np.ndarray:
     """Stack prepared ``(N, size, size)`` uint8 images into the model's float32 input."""
     return np.asarray(prepared, np.float32)[..., np.newaxis]
+
+
+def deidentified_png(data: bytes) -> bytes:
+    """The image's pixels alone, as PNG: no EXIF, no text chunks, no file name, nothing but pixels.
+
+    A confirmed image becomes training data this way (``POST /feedback``); palette images become
+    RGB, every other mode (8 or 16 bit, gray or colour) keeps its pixel values.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if image.mode in ("P", "PA", "CMYK", "YCbCr", "LA"):
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+        clean = Image.frombytes(image.mode, image.size, image.tobytes())
+    buffer = io.BytesIO()
+    clean.save(buffer, "PNG")
+    return buffer.getvalue()

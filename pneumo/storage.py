@@ -40,6 +40,25 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def split_sources(source: str) -> list[str]:
+    """A training source is one ``s3://`` prefix or several, comma-separated (``s3://a/x,s3://b/y``).
+
+    Raises:
+        ValueError: an entry is not an ``s3://bucket[/prefix]`` URI.
+    """
+    uris = [part.strip().rstrip("/") for part in source.split(",") if part.strip()]
+    for uri in uris:
+        split_uri(uri)
+    if not uris:
+        raise ValueError(f"no s3:// URI in the source {source!r}")
+    return uris
+
+
+def join_sources(uris: list[str]) -> str:
+    """The source string of several prefixes, each once, in order."""
+    return ",".join(dict.fromkeys(uris))
+
+
 def list_objects(client: BaseClient, uri: str) -> Iterator[dict]:
     """Every object under an ``s3://bucket/prefix`` URI (paginated)."""
     bucket, prefix = split_uri(uri)

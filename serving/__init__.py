@@ -34,6 +34,7 @@ def app_config_from_env() -> dict[str, Any]:
         "ADMIN_TOKEN": admin_token(),  # PNEUMO_ADMIN_TOKEN, or the one `pneumo deploy` made
         "RECORDS_URL": Settings.from_env().records_url,
         "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
+        "FEEDBACK_URI": Settings.from_env().feedback_uri,
     }
 
 

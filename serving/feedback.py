@@ -2,6 +2,11 @@
 
 The label is stored beside the prediction's record, never over an earlier one: the newest label
 counts, and every label stays in the history. Monitoring measures live performance on them.
+
+With image storage on (``PNEUMO_STORE_IMAGES_URI``), the confirmed image is also copied,
+de-identified (its pixels alone, as PNG, named by the request id), into the class folder of its
+label under ``PNEUMO_FEEDBACK_URI``; a correction moves it. A retraining started by monitoring
+reads that prefix beside the champion's data, so the new model sees what production sees.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from typing import Any
 from flask import Blueprint, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from pneumo.monitoring.records import LABELS, add_feedback, feedback_history, prediction
+from pneumo.images import deidentified_png
+from pneumo.monitoring.records import LABELS, add_feedback, feedback_history, prediction, set_copied_to
 from pneumo.serving.auth import require_token
 from pneumo.serving.records import RecordsDatabase
+from pneumo.storage import s3_client, split_uri
 
 bp = Blueprint("feedback", __name__)
 USAGE = 'send JSON {"request_id": "<the request_id of a /predict answer>", "label": "PNEUMONIA" or "NORMAL"}'
@@ -46,6 +53,7 @@ def feedback():
             abort(404, f"no prediction has request_id {request_id!r}")
         earlier = feedback_history(store.engine, request_id)
         row = add_feedback(store.engine, request_id, label)
+        copied = _training_copy(store, predicted, row, earlier)
     except HTTPException:
         raise
     except Exception as error:
@@ -59,5 +67,31 @@ def feedback():
         "replaces": earlier[-1]["label"] if earlier else None,
         "history": [*(entry["label"] for entry in earlier), label],
         "recorded_at": row["created_at"].isoformat(timespec="seconds"),
+        "training_copy": copied,
     }
     return jsonify(answer), 201
+
+
+def _training_copy(
+    store: RecordsDatabase, predicted: dict[str, Any], row: dict[str, Any], earlier: list[dict[str, Any]]
+) -> str | None:
+    """Copy the stored image, de-identified, to ``<feedback>/<LABEL>/<request id>.png``; remove
+    the copy an earlier label made. None when images are not stored or the copy failed (logged)."""
+    feedback_uri = current_app.config.get("FEEDBACK_URI")
+    if not predicted.get("image_uri") or not feedback_uri:
+        return None
+    try:
+        client = s3_client()
+        source_bucket, source_key = split_uri(predicted["image_uri"])
+        png = deidentified_png(client.get_object(Bucket=source_bucket, Key=source_key)["Body"].read())
+        bucket, prefix = split_uri(feedback_uri)
+        key = "/".join(filter(None, [prefix, row["label"], f"{row['request_id']}.png"]))
+        client.put_object(Bucket=bucket, Key=key, Body=png, ContentType="image/png")
+        uri = f"s3://{bucket}/{key}"
+        for old in {entry["copied_to"] for entry in earlier if entry["copied_to"]} - {uri}:
+            client.delete_object(Bucket=split_uri(old)[0], Key=split_uri(old)[1])
+        set_copied_to(store.engine, row["id"], uri)
+        return uri
+    except Exception:  # the label is recorded; the copy is retried by the next label sent
+        current_app.logger.exception("could not copy the confirmed image of %s", row["request_id"])
+        return None

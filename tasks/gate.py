@@ -34,6 +34,7 @@ from pneumo.models import alias_version, load_keras
 from pneumo.network import predict
 from pneumo.processed import build_processed, split_rows
 from pneumo.services import SERVICE_TASK, until_reachable
+from pneumo.storage import split_sources
 from pneumo.versioning import DvcError, restore_data
 
 MINIMUMS = ("test_auc", "test_sensitivity", "test_specificity")
@@ -136,11 +137,15 @@ def _without(test: pd.DataFrame, seen: pd.DataFrame, same_source: bool, whose: s
     return rows
 
 
+def share_a_source(recipe: Recipe, other: Recipe | None) -> bool:
+    """Whether two recipes read a prefix in common (their patient ids then mean the same people)."""
+    return other is not None and bool(set(split_sources(recipe.source)) & set(split_sources(other.source)))
+
+
 def judged_alone(recipe: Recipe, champion_recipe: Recipe | None, champion_version: str) -> str | None:
-    """Why only the candidate's test split counts, or None: an operator's run on a new data source."""
-    if recipe.trigger != "operator" or (
-        champion_recipe is not None and champion_recipe.source == recipe.source
-    ):
+    """Why only the candidate's test split counts, or None: an operator's run on a new data source
+    (one that shares no prefix with the champion's)."""
+    if recipe.trigger != "operator" or share_a_source(recipe, champion_recipe):
         return None
     return (
         f"judged on the candidate's test split only: an operator's training on a new data source "
@@ -181,7 +186,7 @@ def compare_with_champion(
             f"champion v{champion.version} lacks the image_size tag: it was not registered by the flow"
         )
     champion_recipe = champion_spec.recipe
-    same_source = champion_recipe is not None and champion_recipe.source == recipe.source
+    same_source = share_a_source(recipe, champion_recipe)
     exception = judged_alone(recipe, champion_recipe, str(champion.version))
     own_test = split_rows(processed, "test")
     sets: dict[str, pd.DataFrame | str] = {OWN_SPLIT: own_test}

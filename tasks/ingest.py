@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,9 +23,10 @@ from botocore.exceptions import ClientError
 from prefect import task
 
 from pneumo.config import RAW_DATA, state_dir, workdir
+from pneumo.datasets import SOURCES_FILE
 from pneumo.orchestration import Progress
 from pneumo.services import TRANSFER_TASK, until_reachable
-from pneumo.storage import list_objects, s3_client, split_uri
+from pneumo.storage import list_objects, s3_client, split_sources, split_uri
 from pneumo.versioning import version_folder
 
 
@@ -62,8 +64,8 @@ def _cache_path(etag: str, key: str) -> Path:
     return state_dir() / "cache" / "objects" / digest[:2] / digest
 
 
-def _manifest_digest(objects: list[dict]) -> str:
-    lines = sorted(f"{o['Key']}\t{o.get('ETag', '').strip(chr(34))}\t{o['Size']}" for o in objects)
+def _manifest_digest(entries: list[Entry]) -> str:
+    lines = sorted(f"{e.key}\t{e.obj.get('ETag', '').strip(chr(34))}\t{e.obj['Size']}" for e in entries)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -105,34 +107,63 @@ def _download(client: Any, bucket: str, obj: dict, cached: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _materialise(source: str, objects: list[dict], target: Path, progress: Progress) -> None:
+@dataclass(frozen=True)
+class Entry:
+    """One object of the source and where it goes in the snapshot."""
+
+    bucket: str
+    obj: dict
+    path: str  # relative to the snapshot folder
+    key: str  # in the manifest: the S3 key (one source) or bucket/key (several)
+
+
+def _plan(source: str) -> tuple[list[Entry], list[str]]:
+    """Every object of every prefix of ``source``, and the snapshot's sub-folders (several prefixes).
+
+    One prefix keeps its layout at the snapshot's top; several each get a sub-folder
+    (``00-<dataset>``, ``01-<dataset>``, ...) named in :data:`pneumo.datasets.SOURCES_FILE`.
+    """
+    uris = split_sources(source)
+    entries, folders = [], []
+    for index, uri in enumerate(uris):
+        bucket, prefix = split_uri(uri)
+        objects = _list(uri)
+        folder = f"{index:02d}-{dataset_name(uri)}" if len(uris) > 1 else ""
+        folders += [folder] if folder else []
+        for obj, rel in zip(objects, relative_keys(objects, prefix), strict=True):
+            key = f"{bucket}/{obj['Key']}" if folder else obj["Key"]
+            entries.append(Entry(bucket, obj, f"{folder}/{rel}" if folder else rel, key))
+    return entries, folders
+
+
+def _materialise(entries: list[Entry], folders: list[str], target: Path, progress: Progress) -> None:
     """Download (through the content-addressed cache) into a staging folder, then rename it to ``target``."""
     client = s3_client()
-    bucket, prefix = split_uri(source)
-    relative = relative_keys(objects, prefix)
     staging = target.parent / f".incoming-{target.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         downloaded = 0
-        for index, (obj, rel) in enumerate(zip(objects, relative, strict=True), 1):
-            cached = _cache_path(obj.get("ETag", ""), obj["Key"])
+        for index, entry in enumerate(entries, 1):
+            cached = _cache_path(entry.obj.get("ETag", ""), entry.key)
             if not cached.exists():
-                _download(client, bucket, obj, cached)
+                _download(client, entry.bucket, entry.obj, cached)
                 downloaded += 1
-            local = staging / rel
+            local = staging / entry.path
             local.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(cached, local)
             except OSError:
                 shutil.copyfile(cached, local)
-            if index % 50 == 0 or index == len(objects):
-                progress.update(index, len(objects))
-            if index % 200 == 0 or index == len(objects):
-                print(f"ingest: {index}/{len(objects)} objects ({downloaded} downloaded, rest cached)")
+            if index % 50 == 0 or index == len(entries):
+                progress.update(index, len(entries))
+            if index % 200 == 0 or index == len(entries):
+                print(f"ingest: {index}/{len(entries)} objects ({downloaded} downloaded, rest cached)")
         with (staging / "manifest.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["key", "etag", "size"])
-            writer.writerows([o["Key"], o.get("ETag", "").strip('"'), o["Size"]] for o in objects)
+            writer.writerows([e.key, e.obj.get("ETag", "").strip('"'), e.obj["Size"]] for e in entries)
+        if folders:
+            (staging / SOURCES_FILE).write_text("\n".join(folders) + "\n")
         try:
             staging.rename(target)
         except OSError:  # another run built the same snapshot first: same content, keep theirs
@@ -147,33 +178,38 @@ def _materialise(source: str, objects: list[dict], target: Path, progress: Progr
 def ingest(source: str, target: str | None = None) -> str:
     """Mirror ``source`` into an immutable snapshot ``data/raw/<dataset>-<content digest>``.
 
-    Objects already in the cache (same ETag) are not downloaded again; a snapshot that exists is
-    reused as it is. With ``target`` (the DVC stage) the folder is replaced instead. A
-    ``manifest.csv`` lists each object's key, ETag and size.
+    ``source`` is one ``s3://`` prefix or several, comma-separated (for example a data set and the
+    feedback prefix of confirmed images). Objects already in the cache (same ETag) are not
+    downloaded again; a snapshot that exists is reused as it is. With ``target`` (the DVC stage)
+    the folder is replaced instead. A ``manifest.csv`` lists each object's key, ETag and size.
 
     Returns:
         The local raw-data folder.
 
     Raises:
-        SourceError: the bucket is missing or holds no objects, or a key would escape the folder.
+        SourceError: a bucket is missing or a prefix holds no objects, or a key would escape the folder.
     """
-    objects = _list(source)
-    progress = Progress(f"ingest: {len(objects)} objects of {source}")
+    try:
+        entries, folders = _plan(source)
+    except ValueError as error:
+        raise SourceError(str(error)) from error
+    progress = Progress(f"ingest: {len(entries)} objects of {source}")
     if target is not None:
         folder = Path(target)
         if folder.exists():
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _materialise(source, objects, folder, progress)
+        _materialise(entries, folders, folder, progress)
         return str(folder)
-    folder = workdir() / RAW_DATA / f"{dataset_name(source)}-{_manifest_digest(objects)[:12]}"
+    name = "+".join(dataset_name(uri) for uri in split_sources(source))[:120]
+    folder = workdir() / RAW_DATA / f"{name}-{_manifest_digest(entries)[:12]}"
     if (folder / "manifest.csv").exists():
-        print(f"ingest: snapshot {folder.name} already complete ({len(objects)} objects)")
+        print(f"ingest: snapshot {folder.name} already complete ({len(entries)} objects)")
         progress.update(1, 1)
         return str(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(folder.parent)
-    _materialise(source, objects, folder, progress)
+    _materialise(entries, folders, folder, progress)
     return str(folder)
 
 

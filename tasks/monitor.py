@@ -14,13 +14,13 @@ import pandas as pd
 from prefect import task
 
 from pneumo.config import Settings
-from pneumo.contract import REFERENCE_ARTIFACT, VersionSpec
+from pneumo.contract import REFERENCE_ARTIFACT, Recipe, VersionSpec
 from pneumo.models import alias_version
 from pneumo.monitoring.drift import drift_report
 from pneumo.monitoring.performance import describe, live_performance
 from pneumo.monitoring.records import LABELS, read_records
 from pneumo.services import SERVICE_TASK, until_reachable
-from pneumo.storage import s3_client
+from pneumo.storage import join_sources, list_objects, s3_client, split_sources
 
 
 def parse_window(since: str | None, until: str | None, days: float) -> tuple[datetime, datetime]:
@@ -92,6 +92,28 @@ def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
     )
     spec = VersionSpec.of(version)
     return {"path": path, "version": str(version.version), "recipe": spec.recipe, "metrics": spec.metrics}
+
+
+@task(name="retraining-parameters", **SERVICE_TASK)
+@until_reachable("looking for confirmed images to retrain on")
+def retraining_parameters(recipe: Recipe | None, feedback_uri: str) -> dict[str, Any]:
+    """The training deployment's parameters for a retraining started by monitoring.
+
+    The champion's recipe (its sources, profile and overrides) with ``trigger: drift``, and the
+    feedback prefix as a further source once it holds confirmed images: retrained on the same data
+    alone, a model would come out the same.
+    """
+    if recipe is None:
+        return {"trigger": "drift"}  # a champion that records no recipe: the deployment's defaults
+    parameters = recipe.deployment_parameters("drift")
+    client = s3_client()
+    try:
+        has_feedback = next(iter(list_objects(client, feedback_uri)), None) is not None
+    except client.exceptions.NoSuchBucket:
+        has_feedback = False
+    if has_feedback:
+        parameters["source"] = join_sources([*split_sources(recipe.source), feedback_uri])
+    return parameters
 
 
 @task(name="drift-report")

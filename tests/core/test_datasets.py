@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pneumo.datasets import DataError, patient_from_filename, read_class_folders, read_labelled
+from pneumo.datasets import SOURCES_FILE, DataError, patient_from_filename, read_class_folders, read_labelled
 from pneumo.synth import NIH_CSV, generate
 
 
@@ -44,3 +44,15 @@ def test_class_folders_and_patient_ids(tmp_path: Path):
 def test_empty_folder_is_a_clear_error(tmp_path: Path):
     with pytest.raises(DataError, match="no labelled images"):
         read_labelled(tmp_path)
+
+
+def test_a_snapshot_of_several_sources_reads_each_in_its_own_layout(tmp_path: Path):
+    generate(tmp_path / "00-clinic", n=20, seed=1, size=32)  # NIH layout
+    feedback = tmp_path / "01-feedback" / "PNEUMONIA"
+    feedback.mkdir(parents=True)
+    Image.new("L", (32, 32), 90).save(feedback / "0b1c6c2e-request.png")  # one class is enough here
+    (tmp_path / SOURCES_FILE).write_text("00-clinic\n01-feedback\n")
+    table = read_labelled(tmp_path)
+    assert len(table) == len(read_labelled(tmp_path / "00-clinic")) + 1
+    row = table[table["path"].str.endswith("0b1c6c2e-request.png")].iloc[0]
+    assert row["label"] == 1 and row["patient_id"] == "0b1c6c2e-request"  # its own patient

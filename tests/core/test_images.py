@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from pneumo.images import ImageError, decode, prepare
+from pneumo.images import ImageError, decode, deidentified_png, prepare
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,25 @@ def test_decode_rejects_truncated_png():
     Image.new("L", (64, 64), 7).save(buffer, "PNG")
     with pytest.raises(ImageError):
         decode(buffer.getvalue()[:-30])
+
+
+def test_a_training_copy_keeps_the_pixels_and_nothing_else():
+    pixels = (np.arange(64 * 48) % 251).astype(np.uint8).reshape(48, 64)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("PatientName", "Doe^Jane")
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, "PNG", pnginfo=info)
+    jpeg = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010E] = "Jane Doe, born 1950"  # ImageDescription
+    Image.fromarray(pixels).convert("RGB").save(jpeg, "JPEG", exif=exif, quality=95)
+    for original in (png.getvalue(), jpeg.getvalue()):
+        clean = deidentified_png(original)
+        assert b"Doe" not in clean and b"Jane" not in clean
+        with Image.open(io.BytesIO(clean)) as copy, Image.open(io.BytesIO(original)) as source:
+            assert copy.format == "PNG" and not copy.info.get("exif") and "PatientName" not in copy.info
+            assert np.array_equal(np.asarray(copy), np.asarray(source))
+    sixteen = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(sixteen, "PNG")
+    with Image.open(io.BytesIO(deidentified_png(sixteen.getvalue()))) as copy:
+        assert np.asarray(copy).max() == 250 * 257  # 16-bit values kept

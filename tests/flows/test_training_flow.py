@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -15,13 +16,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from pneumo.config import Settings, workdir
-from pneumo.contract import CHAMPION, GATE_ARTIFACT, PREVIOUS
+from pneumo.contract import CHAMPION, GATE_ARTIFACT, PREVIOUS, Recipe
+from pneumo.datasets import SOURCES_FILE
 from pneumo.flows.training_flow import training
 from pneumo.models import alias_version
 from pneumo.services import ServiceUnavailable
 from pneumo.storage import s3_client, upload_dir
 from pneumo.synth import generate
 from pneumo.tasks.ingest import SourceError
+from pneumo.tasks.monitor import retraining_parameters
 from pneumo.tasks.registry import ChampionMoved, RegistryError, history, promote, rollback
 
 pytestmark = pytest.mark.integration
@@ -232,3 +235,34 @@ def test_operator_on_a_new_source_is_judged_on_its_own_split_drift_on_both(
     decision = mlflow.artifacts.load_dict(f"runs:/{drift['run_id']}/{GATE_ARTIFACT}")
     assert decision["champion"] == str(champion.version)
     assert not any("operator's training" in reason for reason in drift["reasons"])
+
+
+def test_a_retraining_after_feedback_reads_the_feedback_prefix(stack: Settings, source: str, tmp_path: Path):
+    """Monitoring's retraining recipe: the champion's sources plus the confirmed images, each its own
+    patient; a new data version, gated against the champion on both splits."""
+    champion = alias_version(MODEL, CHAMPION)
+    recipe = Recipe.from_tags(champion.tags)
+    feedback = f"s3://{stack.raw_bucket}/feedback-flow-test"
+    assert retraining_parameters.fn(recipe, feedback)["source"] == recipe.source  # nothing confirmed yet
+    folder = tmp_path / "confirmed"
+    generate(folder, n=24, seed=31, size=96, layout="folders")
+    for path in sorted(folder.rglob("*.png")):  # as the service names them: the request id
+        path.rename(path.with_name(f"{uuid.uuid4()}.png"))
+    upload_dir(s3_client(stack), folder, feedback)
+    parameters = retraining_parameters.fn(recipe, feedback)
+    assert parameters == {**recipe.deployment_parameters("drift"), "source": f"{recipe.source},{feedback}"}
+
+    retrained = training(**parameters)
+    assert retrained["data_version"] != champion.tags["data_version"]
+    assert retrained["judged_on"] == ["candidate's test split", "champion's test split"], retrained["reasons"]
+    snapshot = (
+        workdir() / mlflow.MlflowClient().get_model_version(MODEL, retrained["version"]).tags["data_path"]
+    )
+    assert (snapshot / SOURCES_FILE).read_text().split() == [
+        "00-pneumo-raw-synthetic-test",
+        "01-pneumo-raw-feedback-flow-test",
+    ]
+    assert len(list((snapshot / "01-pneumo-raw-feedback-flow-test").rglob("*.png"))) == 24
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(retrained["flow_run_id"]).name
+    assert "pneumo-raw/synthetic-test + pneumo-raw/feedback-flow-test (drift)" in name

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SERVING_MODEL
 from PIL import Image
 
+from pneumo.config import Settings
 from pneumo.monitoring.records import feedback_history, make_engine, read_records
 from pneumo.serving import create_app
+from pneumo.storage import list_objects, s3_client, split_uri
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +37,7 @@ def test_a_confirmed_diagnosis_is_recorded_and_a_correction_keeps_the_history(cl
     assert first.get_json() | {"recorded_at": None} == {
         "request_id": answer["request_id"], "label": answer["label"], "predicted": answer["label"],
         "agrees": True, "replaces": None, "history": [answer["label"]], "recorded_at": None,
+        "training_copy": None,
     }  # fmt: skip
     second = client.post("/feedback", json={"request_id": answer["request_id"], "label": other})
     assert second.status_code == 201
@@ -77,6 +82,36 @@ def test_feedback_needs_the_api_token_when_predict_does(served_model: dict, tmp_
     assert client.post("/feedback", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/feedback", json=body, headers=auth).status_code == 201
     app.extensions["pneumo.model"].stop()
+
+
+def test_a_confirmed_image_becomes_de_identified_training_data(
+    served_model: dict, tmp_path: Path, xray, stack: Settings
+):
+    """With image storage on, the confirmed image lands, pixels only, in its label's class folder
+    under the feedback prefix; a correction moves it."""
+    run = uuid.uuid4().hex[:8]
+    stored, feedback = f"s3://{stack.raw_bucket}/stored-{run}", f"s3://{stack.raw_bucket}/feedback-{run}"
+    app = create_app({"MODEL_NAME": SERVING_MODEL, "RELOAD_INTERVAL_S": 0, "STORE_IMAGES_URI": stored,
+                      "FEEDBACK_URI": feedback, "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"})  # fmt: skip
+    client, s3 = app.test_client(), s3_client(stack)
+    answer = _predict(client, xray)
+    first = client.post("/feedback", json={"request_id": answer["request_id"], "label": "PNEUMONIA"})
+    copy = first.get_json()["training_copy"]
+    assert copy == f"{feedback}/PNEUMONIA/{answer['request_id']}.png"
+    bucket, key = split_uri(copy)
+    with Image.open(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as image:
+        assert image.format == "PNG" and np.array_equal(np.asarray(image), np.asarray(xray))
+    moved = client.post("/feedback", json={"request_id": answer["request_id"], "label": "NORMAL"})
+    assert moved.get_json()["training_copy"] == f"{feedback}/NORMAL/{answer['request_id']}.png"
+    keys = [obj["Key"] for obj in list_objects(s3, feedback)]
+    assert keys == [f"feedback-{run}/NORMAL/{answer['request_id']}.png"]  # the PNEUMONIA copy is gone
+    app.extensions["pneumo.model"].stop()
+
+
+def test_without_image_storage_nothing_is_copied(client, xray):
+    answer = _predict(client, xray)
+    response = client.post("/feedback", json={"request_id": answer["request_id"], "label": "NORMAL"})
+    assert response.status_code == 201 and response.get_json()["training_copy"] is None
 
 
 def test_the_page_offers_confirm_and_correct(client):
