@@ -81,14 +81,18 @@ def _read_summary(client: Any, bucket: str, key: str) -> dict[str, Any]:
         return {"decision": "unreadable", "reason": f"{type(error).__name__}: {error}"}
 
 
-def _current_state(settings: Settings, flow_run: str, recorded: str) -> str:
-    """The retraining's state now (Prefect's REST API, 2 s at most), or the recorded one."""
+def _current(settings: Settings, run: dict[str, Any]) -> dict[str, Any]:
+    """The retraining's name and state now (Prefect's REST API, 2 s at most), or as recorded.
+
+    A run gets its descriptive name when it starts, after the report recorded the generated one.
+    """
     try:
-        answer = requests.get(f"{settings.prefect_api_url}/flow_runs/{flow_run}", timeout=2)
+        answer = requests.get(f"{settings.prefect_api_url}/flow_runs/{run['flow_run']}", timeout=2)
         answer.raise_for_status()
-        return answer.json()["state"]["name"]
+        body = answer.json()
+        return {**run, "name": body["name"], "state": body["state"]["name"]}
     except (requests.RequestException, KeyError, TypeError, ValueError):
-        return f"{recorded} (as recorded)"
+        return {**run, "state": f"{run['state']} (as recorded)"}
 
 
 def summarised(settings: Settings, limit: int = ROWS) -> list[dict[str, Any]]:
@@ -99,8 +103,7 @@ def summarised(settings: Settings, limit: int = ROWS) -> list[dict[str, Any]]:
         summary = _read_summary(client, settings.reports_bucket, entry["json"]) if "json" in entry else {}
         row = report_row(entry, summary)
         if row["retraining"]:
-            row["retraining"]["state"] = _current_state(settings, row["retraining"]["flow_run"],
-                                                        row["retraining"]["state"])  # fmt: skip
+            row["retraining"] = _current(settings, row["retraining"])
         rows.append(row)
     return rows
 

@@ -5,6 +5,7 @@ Environment is set at import time, before Prefect or MLflow read their settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -97,6 +98,38 @@ def send_images(
     app.extensions["pneumo.recorder"].flush()
     app.extensions["pneumo.model"].stop()
     return answers
+
+
+@contextlib.contextmanager
+def running_service(env: dict[str, str]) -> Iterator[str]:
+    """The prediction service as deployed (gunicorn, 1 worker) on a free port, with ``env`` on top
+    of this process's environment; yields its URL and stops it after."""
+    import socket
+
+    import requests
+
+    from pneumo.stack import gunicorn_command, terminate_group
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command, extra = gunicorn_command("127.0.0.1", port, workers=1, threads=2)
+    server = subprocess.Popen(command, env={**os.environ, **extra, **env}, start_new_session=True,
+                              stdout=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.5)
+        yield url
+    finally:
+        terminate_group(server.pid)
 
 
 def start_worker() -> subprocess.Popen:

@@ -3,20 +3,17 @@ service, under gunicorn, through the real Prefect server's automations and webho
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import running_service
 
 from pneumo.config import Settings
 from pneumo.flows.training_flow import training
 from pneumo.notify import ensure_operator_events
-from pneumo.stack import gunicorn_command, terminate_group
 from pneumo.tasks.ingest import SourceError
 
 pytestmark = pytest.mark.integration
@@ -27,25 +24,10 @@ TOKEN = "events-secret"
 @pytest.fixture
 def service(stack: Settings, tmp_path: Path) -> Iterator[str]:
     """The prediction service as deployed (gunicorn), with an admin token, on a free port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command, extra = gunicorn_command("127.0.0.1", port, workers=1, threads=2)
-    env = {**os.environ, **extra, "PNEUMO_ADMIN_TOKEN": TOKEN, "PNEUMO_MODEL_NAME": MODEL,
+    env = {"PNEUMO_ADMIN_TOKEN": TOKEN, "PNEUMO_MODEL_NAME": MODEL,
            "PNEUMO_RECORDS_URL": f"sqlite:///{tmp_path / 'records.db'}"}  # fmt: skip
-    server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.RequestException:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.5)
-    yield url
-    terminate_group(server.pid)
+    with running_service(env) as url:
+        yield url
 
 
 def _events(url: str, wanted: dict[str, str], timeout: float = 120) -> list[dict]:
