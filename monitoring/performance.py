@@ -4,8 +4,9 @@ Drift says the inputs changed; this says whether the answers got worse. For the 
 a window: AUC, and sensitivity and specificity at the threshold the service decided with, each with
 a 95% bootstrap interval (every image its own patient: production records carry no patient id),
 next to the champion's metrics on its test split. A drop beyond ``monitoring.max_performance_drop``
-on any of them, with at least ``monitoring.min_labelled`` labels of both classes, is a reason to
-retrain, taken through the same path and cooldown as drift.
+on any of them, with at least ``monitoring.min_labelled`` labels in all and half that many of the
+class the metric is measured on (both classes for AUC), is a reason to retrain, taken through the
+same path and cooldown as drift.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def live_performance(
     result["drops"] = {
         m: _number(result["champion"][m] - metrics[m]) for m in MEASURED if result["champion"][m] is not None
     }
-    worst = max(result["drops"].items(), key=lambda item: item[1], default=None)
+    # Each metric needs enough of the class it is measured on: one confirmed pneumonia case makes
+    # sensitivity 0 or 1, which says nothing.
+    enough = {"auc": min(y.sum(), len(y) - y.sum()), "sensitivity": y.sum(), "specificity": len(y) - y.sum()}
+    per_class = config["min_labelled"] // 2
+    judged = {m: drop for m, drop in result["drops"].items() if enough[m] >= per_class}
+    worst = max(judged.items(), key=lambda item: item[1], default=None)
     limit = config["max_performance_drop"]
     if worst is not None and worst[1] > limit and len(labelled) >= config["min_labelled"]:
         metric, drop = worst

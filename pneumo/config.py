@@ -41,16 +41,19 @@ def admin_token(create: bool = False) -> str | None:
     ``make run`` and ``pneumo deploy`` create it, so that the local service accepts the events the
     Prefect server delivers; read it from ``.pneumo/admin-token`` to call ``/admin/*`` yourself.
     """
-    if os.environ.get("PNEUMO_ADMIN_TOKEN"):
-        return os.environ["PNEUMO_ADMIN_TOKEN"]
+    if os.environ.get("PNEUMO_ADMIN_TOKEN", "").strip():
+        return os.environ["PNEUMO_ADMIN_TOKEN"].strip()
     path = state_dir() / "admin-token"
     if path.exists():
-        return path.read_text().strip()
+        return path.read_text().strip() or None  # an empty token never opens /admin/*
     if not create:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(secrets.token_urlsafe(24))
+    partial = path.with_name(f"admin-token.{os.getpid()}.part")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_urlsafe(24))
+    os.replace(partial, path)  # whole or not at all: a reader never sees an empty file
     return path.read_text().strip()
 
 

@@ -24,7 +24,7 @@ def require_token(config_key: str, always: bool = False) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            expected = current_app.config.get(config_key)
+            expected = current_app.config.get(config_key) or None  # an empty token is no token
             if expected is None:
                 if always:
                     abort(403, f"disabled: set PNEUMO_{config_key} to enable this endpoint")

@@ -75,23 +75,24 @@ def feedback():
 def _training_copy(
     store: RecordsDatabase, predicted: dict[str, Any], row: dict[str, Any], earlier: list[dict[str, Any]]
 ) -> str | None:
-    """Copy the stored image, de-identified, to ``<feedback>/<LABEL>/<request id>.png``; remove
-    the copy an earlier label made. None when images are not stored or the copy failed (logged)."""
+    """Copy the stored image, de-identified, to ``<feedback>/<LABEL>/<request id>.png``, after
+    removing the copy an earlier label made (a failed copy never leaves the image under its old
+    label). None when images are not stored or the copy failed (logged)."""
     feedback_uri = current_app.config.get("FEEDBACK_URI")
     if not predicted.get("image_uri") or not feedback_uri:
         return None
+    client, uri = s3_client(), None
     try:
-        client = s3_client()
-        source_bucket, source_key = split_uri(predicted["image_uri"])
-        png = deidentified_png(client.get_object(Bucket=source_bucket, Key=source_key)["Body"].read())
         bucket, prefix = split_uri(feedback_uri)
         key = "/".join(filter(None, [prefix, row["label"], f"{row['request_id']}.png"]))
+        for old in {entry["copied_to"] for entry in earlier if entry["copied_to"]} - {f"s3://{bucket}/{key}"}:
+            client.delete_object(Bucket=split_uri(old)[0], Key=split_uri(old)[1])  # the earlier label's copy
+        source_bucket, source_key = split_uri(predicted["image_uri"])
+        png = deidentified_png(client.get_object(Bucket=source_bucket, Key=source_key)["Body"].read())
         client.put_object(Bucket=bucket, Key=key, Body=png, ContentType="image/png")
         uri = f"s3://{bucket}/{key}"
-        for old in {entry["copied_to"] for entry in earlier if entry["copied_to"]} - {uri}:
-            client.delete_object(Bucket=split_uri(old)[0], Key=split_uri(old)[1])
         set_copied_to(store.engine, row["id"], uri)
         return uri
-    except Exception:  # the label is recorded; the copy is retried by the next label sent
+    except Exception:  # the label is recorded; the copy is made again by the next label sent
         current_app.logger.exception("could not copy the confirmed image of %s", row["request_id"])
-        return None
+        return uri

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import requests
@@ -25,6 +26,7 @@ REPORT_KEY = re.compile(r"\d{4}/\d{2}/\d{2}/monitoring-\d{6}\.(html|json)")  # a
 KINDS = {".html": "text/html; charset=utf-8", ".json": "application/json"}
 ROWS = 26  # reports summarised on the page (half a year of weekly reviews)
 TREND = 12  # reports in the trend chart
+PREFECT_BUDGET_S = 4.0  # asking Prefect for the retrainings' states: at most this long per page
 
 
 def list_reports(settings: Settings) -> list[dict[str, str]]:
@@ -68,7 +70,7 @@ def report_row(entry: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]
 def _retraining(summary: dict[str, Any]) -> dict[str, Any] | None:
     """The retraining a report started, or the one it waited for."""
     run = summary.get("retraining") or summary.get("waiting_for")
-    if not run:
+    if not isinstance(run, dict) or not {"name", "flow_run", "state_name"} <= run.keys():
         return None
     return {"name": run["name"], "flow_run": run["flow_run"], "state": run["state_name"],
             "started": "retraining" in summary}  # fmt: skip
@@ -76,16 +78,20 @@ def _retraining(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 def _read_summary(client: Any, bucket: str, key: str) -> dict[str, Any]:
     try:
-        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        summary = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     except Exception as error:  # one unreadable summary must not hide the others
         return {"decision": "unreadable", "reason": f"{type(error).__name__}: {error}"}
+    return summary if isinstance(summary, dict) else {"decision": "unreadable", "reason": "not a JSON object"}
 
 
-def _current(settings: Settings, run: dict[str, Any]) -> dict[str, Any]:
-    """The retraining's name and state now (Prefect's REST API, 2 s at most), or as recorded.
+def _current(settings: Settings, run: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """The retraining's name and state now (Prefect's REST API), or as recorded once ``deadline``
+    (monotonic) has passed: a slow Prefect never makes the page slow.
 
     A run gets its descriptive name when it starts, after the report recorded the generated one.
     """
+    if time.monotonic() > deadline:
+        return {**run, "state": f"{run['state']} (as recorded)"}
     try:
         answer = requests.get(f"{settings.prefect_api_url}/flow_runs/{run['flow_run']}", timeout=2)
         answer.raise_for_status()
@@ -98,12 +104,12 @@ def _current(settings: Settings, run: dict[str, Any]) -> dict[str, Any]:
 def summarised(settings: Settings, limit: int = ROWS) -> list[dict[str, Any]]:
     """The newest ``limit`` reports as rows, newest first."""
     client = s3_client(settings)
-    rows = []
+    rows, deadline = [], time.monotonic() + PREFECT_BUDGET_S
     for entry in list_reports(settings)[:limit]:
         summary = _read_summary(client, settings.reports_bucket, entry["json"]) if "json" in entry else {}
         row = report_row(entry, summary)
         if row["retraining"]:
-            row["retraining"] = _current(settings, row["retraining"])
+            row["retraining"] = _current(settings, row["retraining"], deadline)
         rows.append(row)
     return rows
 
@@ -132,7 +138,11 @@ def operator_events(limit: int = 10) -> list[dict[str, Any]] | None:
     except Exception as error:  # the page still shows the reports
         current_app.logger.warning("operator events unreadable: %s", error)
         return None
-    return [{**event, "received_at": event["received_at"].isoformat(timespec="seconds")} for event in events]
+    return [
+        {"id": e["id"], "event": e["event"], "name": e["name"], "message": e["message"],
+         "received_at": e["received_at"].isoformat(timespec="seconds")}
+        for e in events
+    ]  # fmt: skip
 
 
 @bp.get("/reports/<path:key>")

@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from botocore.exceptions import ClientError
 from prefect import task
 
 from pneumo.config import Settings
@@ -106,10 +107,10 @@ def retraining_parameters(recipe: Recipe | None, feedback_uri: str) -> dict[str,
     if recipe is None:
         return {"trigger": "drift"}  # a champion that records no recipe: the deployment's defaults
     parameters = recipe.deployment_parameters("drift")
-    client = s3_client()
     try:
-        has_feedback = next(iter(list_objects(client, feedback_uri)), None) is not None
-    except client.exceptions.NoSuchBucket:
+        has_feedback = next(iter(list_objects(s3_client(), feedback_uri)), None) is not None
+    except (ClientError, ValueError) as error:  # a missing bucket, no access, a malformed URI
+        print(f"warning: the feedback prefix {feedback_uri} cannot be read ({error}): retraining without it")
         has_feedback = False
     if has_feedback:
         parameters["source"] = join_sources([*split_sources(recipe.source), feedback_uri])

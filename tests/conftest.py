@@ -101,9 +101,10 @@ def send_images(
 
 
 @contextlib.contextmanager
-def running_service(env: dict[str, str]) -> Iterator[str]:
+def running_service(env: dict[str, str], ready: str = "/health") -> Iterator[str]:
     """The prediction service as deployed (gunicorn, 1 worker) on a free port, with ``env`` on top
-    of this process's environment; yields its URL and stops it after."""
+    of this process's environment, once ``ready`` answers 200 (``/ready``: with its model loaded);
+    yields its URL and stops it after."""
     import socket
 
     import requests
@@ -121,7 +122,7 @@ def running_service(env: dict[str, str]) -> Iterator[str]:
     try:
         while True:
             try:
-                if requests.get(f"{url}/health", timeout=2).ok:
+                if requests.get(f"{url}{ready}", timeout=2).ok:
                     break
             except requests.RequestException:
                 pass

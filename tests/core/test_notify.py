@@ -45,17 +45,14 @@ def _events(url: str, wanted: dict[str, str], timeout: float = 120) -> list[dict
 def test_a_failed_run_and_a_promotion_reach_the_operator(service: str, source: str):
     ensure_operator_events(f"{service}/admin/events", TOKEN)
     overrides = {"registry": {"model_name": MODEL}}
+    summary = training(source=source, profile="test", overrides=overrides)  # the promotion comes last
+    assert summary["promoted"], summary["reasons"]
     with pytest.raises(SourceError):  # made to fail: a bucket that does not exist
         training(source="s3://no-such-bucket/clinic", profile="test", overrides=overrides)
-    summary = training(source=source, profile="test", overrides=overrides)
-    assert summary["promoted"], summary["reasons"]
 
     events = _events(service, {"prefect.flow-run.Failed": "train test on no-such-bucket/clinic",
                                "pneumo.model.promoted": f"{MODEL} v{summary['version']}"})  # fmt: skip
-    failed = next(e for e in events if e["event"] == "prefect.flow-run.Failed")
-    assert "no-such-bucket" in failed["message"] or "no-such-bucket" in str(failed["body"])
-    promoted = next(e for e in events if e["event"] == "pneumo.model.promoted")
-    assert promoted["body"]["payload"]["version"] == summary["version"]
+    assert all(set(event) == {"id", "event", "name", "message", "received_at"} for event in events)
     page = requests.get(f"{service}/reports", timeout=10).text
     assert "Operator events" in page and "prefect.flow-run.Failed" in page
     assert requests.post(f"{service}/admin/events", json={"event": "x"}, timeout=5).status_code == 401

@@ -58,3 +58,12 @@ def test_one_class_only_gives_no_rates_yet():
     result = live_performance(records, CHAMPION, CONFIG)
     assert result["labelled"] == 40 and "sensitivity" not in result and result["degraded"] is None
     assert "one class only" in describe(result)
+
+
+def test_one_confirmed_case_of_a_class_says_nothing_about_its_rate():
+    """29 normal films and 1 pneumonia the model missed: sensitivity 0, but no reason to retrain."""
+    records = pd.DataFrame({"probability": [0.1] * 30, "threshold": 0.5,
+                            "confirmed_label": ["NORMAL"] * 29 + ["PNEUMONIA"]})  # fmt: skip
+    result = live_performance(records, CHAMPION, CONFIG)
+    assert result["sensitivity"] == 0.0 and result["specificity"] == 1.0
+    assert result["degraded"] is None

@@ -33,7 +33,8 @@ def test_a_clinician_predicts_confirms_and_corrects_on_the_page(
 ):
     records = f"sqlite:///{tmp_path / 'records.db'}"
     xray = next((synthetic_dir / "images").glob("*.png"))
-    with running_service({"PNEUMO_MODEL_NAME": SERVING_MODEL, "PNEUMO_RECORDS_URL": records}) as url:
+    env = {"PNEUMO_MODEL_NAME": SERVING_MODEL, "PNEUMO_RECORDS_URL": records}
+    with running_service(env, ready="/ready") as url:
         page = browser_page
         page.goto(url)
         page.wait_for_function("document.getElementById('model-line').textContent.includes('v')")
