@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,16 @@ from pneumo.config import Settings, apply_client_env  # noqa: E402
 from pneumo.synth import generate  # noqa: E402
 
 SETTINGS = apply_client_env()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def package_folders() -> dict[str, Path]:
+    """Each package of pyproject.toml and the folder it is built from (one namespace, any folder)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools.get("package-dir", {})
+    return {name: REPO / mapped.get(name, name.replace(".", "/")) for name in setuptools["packages"]}
+
+
 CLI = str(Path(sys.executable).parent / "pneumo")  # the console script of this environment
 
 

@@ -8,10 +8,10 @@ never from above; a task never imports another task; serving never imports tasks
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import package_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +36,6 @@ LAZY = {
     # only in the commands that need it, so `pneumo --help` stays fast.
     "cli": {"pneumo.flows", "pneumo.tasks", "pneumo.orchestration", "pneumo.assessment"},
 }
-
-
-def package_folders() -> dict[str, Path]:
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    mapped = setuptools.get("package-dir", {})
-    return {name: ROOT / mapped.get(name, name.replace(".", "/")) for name in setuptools["packages"]}
 
 
 def modules() -> dict[str, Path]:

