@@ -76,7 +76,9 @@ def monitoring(
         summary: dict[str, Any] = {"model_name": name, "reference_version": version, "window": window}
         summary.update(records=production["records"], positive_rate=production["positive_rate"])
         summary["drift_threshold"] = config["drift_threshold"]
-        summary["performance"] = measure_performance(production["path"], reference["metrics"], config)
+        summary["performance"] = measure_performance(
+            production["path"], reference["metrics"], config, reference["sites"]
+        )
         html = None
         enough = production["records"] >= config["min_samples"]
         if enough:

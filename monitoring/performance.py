@@ -28,20 +28,26 @@ def _number(value: float) -> float | None:
 
 
 def live_performance(
-    records: pd.DataFrame, champion: dict[str, float], config: dict[str, Any], resamples: int = 1000
+    records: pd.DataFrame,
+    champion: dict[str, float],
+    config: dict[str, Any],
+    resamples: int = 1000,
+    sites: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Measure the labelled records and compare them with the champion's test metrics.
 
     Args:
-        records: the window's records (``probability``, ``threshold``, ``confirmed_label``).
+        records: the window's records (``probability``, ``threshold``, ``site``, ``confirmed_label``).
         champion: the champion's ``test_auc``, ``test_sensitivity``, ``test_specificity`` (its tags).
         config: the ``monitoring`` section of params.yaml.
         resamples: bootstrap resamples for the intervals.
+        sites: the target sensitivity of each site calibrated on the champion (``pneumo calibrate``).
 
     Returns:
         ``labelled``, ``positives``, the :data:`MEASURED` metrics with ``intervals``, ``threshold``,
-        ``champion`` (its test metrics), ``drops`` (champion minus live), and ``degraded``: the
-        reason to retrain, or None.
+        ``champion`` (its test metrics), ``drops`` (champion minus live), ``degraded``: the reason
+        to retrain, or None, and ``sites``: whether each site's threshold still meets its target
+        (:func:`site_checks`).
     """
     labelled = (
         records[records.get("confirmed_label", pd.Series(dtype=object)).isin(LABELS)]
@@ -55,6 +61,7 @@ def live_performance(
     y = (labelled["confirmed_label"] == LABELS[1]).to_numpy(int)
     p, threshold = labelled["probability"].to_numpy(float), float(labelled["threshold"].iloc[-1])
     result.update(positives=int(y.sum()), threshold=round(threshold, 6))
+    result["sites"] = site_checks(labelled, y, sites or {}, config["min_labelled"] // 2, resamples)
     if len(np.unique(y)) < 2:
         result["note"] = "the confirmed labels hold one class only: no AUC, sensitivity or specificity yet"
         return result
@@ -81,6 +88,59 @@ def live_performance(
     return result
 
 
+def site_checks(
+    labelled: pd.DataFrame, y: np.ndarray, targets: dict[str, float], needed: int, resamples: int
+) -> list[dict[str, Any]]:
+    """Per site that decided in the window: its live sensitivity at the thresholds it decided with,
+    against the target it was calibrated for.
+
+    ``meets`` is True or False once ``needed`` confirmed pneumonia cases of the site exist (None
+    before: too few to judge); ``clearly_below`` when even the interval's upper end misses the target.
+    """
+    if "site" not in labelled:
+        return []
+    checks = []
+    for site in sorted(labelled["site"].dropna().astype(str).unique()):
+        rows = (labelled["site"].astype(str) == site).to_numpy()
+        decided = (labelled["probability"].to_numpy(float) >= labelled["threshold"].to_numpy(float))[rows]
+        ys, target = y[rows], targets.get(site)
+        positives = int(ys.sum())
+        check: dict[str, Any] = {"site": site, "target": target, "positives": positives, "needed": needed}
+        if positives:
+            sensitivity = float(decided[ys == 1].mean())
+            low, high = bootstrap_intervals(ys, decided.astype(float), 0.5, resamples=resamples)[
+                "sensitivity"
+            ]
+            check.update(sensitivity=_number(sensitivity), interval=[_number(low), _number(high)])
+        judged = target is not None and positives >= max(needed, 1)
+        check["meets"] = bool(check["sensitivity"] >= target) if judged else None
+        upper = check["interval"][1] if positives else None
+        check["clearly_below"] = bool(judged and upper is not None and upper < target)
+        checks.append(check)
+    return checks
+
+
+def describe_site(check: dict[str, Any]) -> str:
+    """One site's check as a sentence."""
+    target = (
+        "no target (not calibrated on this version)"
+        if check["target"] is None
+        else f"target {check['target']}"
+    )
+    if not check["positives"]:
+        return f"site {check['site']}: no confirmed pneumonia cases yet ({target})"
+    low, high = check["interval"]
+    seen = (f"site {check['site']}: live sensitivity {check['sensitivity']:.2f}"
+            + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+            + f" on {check['positives']} confirmed pneumonia cases, {target}")  # fmt: skip
+    if check["meets"] is None:
+        return f"{seen}: too few to judge ({check['needed']} needed)"
+    if check["meets"]:
+        return f"{seen}: the site threshold still meets its target"
+    again = "clearly below" if check["clearly_below"] else "below"
+    return f"{seen}: {again} its target: calibrate again (pneumo calibrate --site {check['site']})"
+
+
 def describe(performance: dict[str, Any]) -> str:
     """One line for the report's headline and the Prefect artifact."""
     if not performance.get("labelled"):
@@ -98,4 +158,5 @@ def describe(performance: dict[str, Any]) -> str:
     )
     few = (f" (fewer than {performance['minimum']}: not yet a reason to retrain)"
            if performance["labelled"] < performance["minimum"] else "")  # fmt: skip
-    return f"live performance on {performance['labelled']} confirmed diagnoses{few}: {shown}"
+    sites = "".join(f"; {describe_site(check)}" for check in performance.get("sites", []))
+    return f"live performance on {performance['labelled']} confirmed diagnoses{few}: {shown}{sites}"

@@ -28,7 +28,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.exc import DBAPIError
 
@@ -46,6 +48,7 @@ predictions = Table(
     Column("model_version", String(20), nullable=False),
     Column("probability", Float, nullable=False),
     Column("threshold", Float, nullable=False),
+    Column("site", String(63)),  # the site whose threshold decided (PNEUMO_SITE), or None: the version's own
     Column("label", String(20), nullable=False),
     Column("latency_ms", Float),
     Column("width", Integer),
@@ -101,7 +104,27 @@ def make_engine(url: str) -> Engine:
             metadata.create_all(engine)
         except DBAPIError:  # another process created a table between the check and the create
             metadata.create_all(engine)
+        _add_new_columns(engine)
     return engine
+
+
+ADDED_COLUMNS = {"predictions": ("site",)}  # columns added after the first release, in order
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Bring tables an older release created up to date: add the columns they lack (empty)."""
+    for name, columns in ADDED_COLUMNS.items():
+        table = metadata.tables[name]
+        for column in columns:
+            if column in {c["name"] for c in inspect(engine).get_columns(name)}:
+                continue
+            kind = table.c[column].type.compile(engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text(f"ALTER TABLE {name} ADD COLUMN {column} {kind}"))
+            except DBAPIError:  # another process added it first
+                if column not in {c["name"] for c in inspect(engine).get_columns(name)}:
+                    raise
 
 
 def read_records(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pneumo.contract import CHAMPION, SQUARE_DEFAULT, VersionSpec
+from pneumo.calibration import calibrate_threshold
+from pneumo.contract import CHAMPION, SQUARE_DEFAULT, SiteThreshold, VersionSpec
 from pneumo.datasets import DataError, read_labelled
 from pneumo.figures import confusion_figure, roc_figure
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals
@@ -37,6 +38,23 @@ class ModelSpec:
     threshold: float | None
     square: str
     version: str | None = None
+    name: str | None = None  # the registered model, for versions of the registry
+    sites: dict[str, SiteThreshold] = field(default_factory=dict)
+    site: str | None = None  # the site whose threshold ``threshold`` is (:meth:`for_site`)
+
+    def for_site(self, site: str) -> ModelSpec:
+        """This model deciding at ``site``'s threshold (``pneumo calibrate``).
+
+        Raises:
+            LookupError: the version has no threshold for that site.
+        """
+        if site not in self.sites:
+            calibrated = ", ".join(sorted(self.sites)) or "none"
+            raise LookupError(
+                f"{self.uri} (version {self.version or '-'}) has no threshold for site {site!r} "
+                f"(calibrated sites: {calibrated}): run `pneumo calibrate --site {site} --data DIR` first"
+            )
+        return replace(self, threshold=self.sites[site].threshold, site=site)
 
 
 def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
@@ -61,7 +79,7 @@ def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
             else:
                 version = client.get_model_version(name, ref)
             spec = VersionSpec.of(version)
-            return ModelSpec(uri, spec.threshold, spec.square, str(version.version))
+            return ModelSpec(uri, spec.threshold, spec.square, str(version.version), name, spec.sites)
         if uri.startswith("runs:/"):
             run = client.get_run(uri.removeprefix("runs:/").split("/", 1)[0])
             threshold = run.data.metrics.get("threshold")
@@ -96,6 +114,33 @@ def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataF
     return table, images
 
 
+def score_folder(folder: Path, spec: ModelSpec, data: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The model's probability of pneumonia for every readable image of a labelled folder.
+
+    Args:
+        folder: a labelled folder in either layout.
+        spec: the model and its square mode (:func:`resolve_model`).
+        data: the ``data`` section of params.yaml (the label names).
+
+    Returns:
+        The readable rows (``path``, ``patient_id``, ``label``; the number skipped in
+        ``attrs["unreadable"]``) and their probabilities.
+
+    Raises:
+        DataError: the folder holds no usable labelled images of both classes.
+        LookupError: the model cannot be loaded.
+    """
+    table = read_labelled(folder, data["positive_label"], data["negative_label"])
+    try:
+        model = load_keras(spec.uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise LookupError(f"cannot load the model {spec.uri}: {error}") from error
+    size = int(model.inputs[0].shape[1])
+    table, images = prepare_table(table, size, spec.square)
+    print(f"scoring {len(table)} images ({int(table['label'].sum())} pneumonia) at {size} px")
+    return table, predict(model, images)
+
+
 def assess(
     folder: Path,
     spec: ModelSpec,
@@ -122,21 +167,15 @@ def assess(
     """
     if spec.threshold is None:
         raise ValueError(f"{spec.uri} has no stored threshold: pass one with --threshold")
-    table = read_labelled(folder, data["positive_label"], data["negative_label"])
-    try:
-        model = load_keras(spec.uri)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        raise LookupError(f"cannot load the model {spec.uri}: {error}") from error
-    size = int(model.inputs[0].shape[1])
-    table, images = prepare_table(table, size, spec.square)
-    print(f"evaluate: {len(table)} images ({int(table['label'].sum())} pneumonia) at {size} px")
-    y, p = table["label"].to_numpy(np.int64), predict(model, images)
+    table, p = score_folder(folder, spec, data)
+    y = table["label"].to_numpy(np.int64)
     metrics = binary_metrics(y, p, spec.threshold)
     intervals = bootstrap_intervals(y, p, spec.threshold, table["patient_id"].to_numpy(), resamples)
     report = {
         "model_uri": spec.uri,
         "model_version": spec.version,
         "threshold": spec.threshold,
+        "site": spec.site,
         "data": str(folder),
         "images": len(table),
         "positives": int(y.sum()),
@@ -169,6 +208,53 @@ def assess(
     return report
 
 
+def calibrate_site(
+    folder: Path,
+    spec: ModelSpec,
+    data: dict[str, Any],
+    site: str,
+    target: float,
+    confidence: float | None = None,
+    resamples: int = 1000,
+) -> SiteThreshold:
+    """Choose ``site``'s threshold for ``spec``'s model on a labelled sample of the site's images.
+
+    Args:
+        folder: the sample, in either labelled layout.
+        spec: the model (:func:`resolve_model`).
+        data: the ``data`` section of params.yaml (the label names).
+        site: the site's name.
+        target: the sensitivity the threshold must reach.
+        confidence: if given, the lower confidence bound of sensitivity must reach the target
+            (:func:`pneumo.calibration.calibrate_threshold`).
+        resamples: bootstrap resamples of patients for the 95% intervals.
+
+    Raises:
+        SampleTooSmall: too few pneumonia cases for ``confidence`` (says how many are needed).
+        DataError: the folder holds no usable labelled images of both classes.
+        LookupError: the model cannot be loaded.
+    """
+    table, p = score_folder(folder, spec, data)
+    y, patients = table["label"].to_numpy(np.int64), table["patient_id"].to_numpy()
+    threshold, bound = calibrate_threshold(y, p, target, confidence, patients)
+    metrics = binary_metrics(y, p, threshold)
+    intervals = bootstrap_intervals(y, p, threshold, patients, resamples)
+    return SiteThreshold(
+        site=site,
+        threshold=threshold,
+        target_sensitivity=target,
+        sensitivity=metrics["sensitivity"],
+        specificity=metrics["specificity"],
+        images=len(table),
+        positives=int(y.sum()),
+        data=str(folder),
+        calibrated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        confidence=confidence,
+        sensitivity_bound=bound,
+        intervals={m: [round(v, 4) for v in intervals[m]] for m in ("sensitivity", "specificity")},
+    )
+
+
 def log_to_mlflow(report: dict[str, Any], out: Path, experiment: str) -> str:
     """Log an evaluation as a new MLflow run.
 
@@ -197,7 +283,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     cells = report["confusion_matrix"]
     lines = [
         f"model {report['model_uri']} (version {report['model_version'] or '-'}), "
-        f"threshold {report['threshold']:.4f}",
+        f"threshold {report['threshold']:.4f}"
+        + (f" (site {report['site']})" if report.get("site") else " (the version's own)"),
         f"data {report['data']}: {report['images']} images, {report['positives']} pneumonia, "
         f"{report['patients']} patients, {report['unreadable']} unreadable",
         f"{'metric':12s} {'value':>7s}   95% interval",

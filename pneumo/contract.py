@@ -8,6 +8,7 @@ path or a layer name that two parts of the system must agree on is defined here 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ GATE_TAG, GATE_REASONS_TAG, GATE_CHAMPION_TAG = "gate", "gate_reasons", "gate_ch
 PROMOTION_ID, PROMOTION_REPLACES = "promotion_id", "promotion_replaces"
 PROMOTION_REASON, PROMOTION_BY = "promotion_reason", "promotion_by"
 TRIGGERS = ("operator", "deployment", "drift")  # who started a training run
+SITE_TAG_PREFIX = "site."  # site.<name>: that site's threshold (SiteThreshold), set by `pneumo calibrate`
+SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 SQUARE_DEFAULT = "crop"  # versions registered before ``square`` was recorded were centre-cropped
 TAGGED_METRICS = ("test_auc", "test_sensitivity", "test_specificity", "test_precision", "test_f1",
                   "test_accuracy")  # fmt: skip
@@ -86,6 +89,59 @@ class Recipe:
         }
 
 
+def check_site(name: str) -> str:
+    """``name`` if it can name a site (letters, digits, ``-`` and ``_``, at most 63), else ValueError."""
+    if not SITE_NAME.fullmatch(name or ""):
+        raise ValueError(f"site name {name!r}: use letters, digits, '-' and '_' (at most 63 characters)")
+    return name
+
+
+@dataclass(frozen=True)
+class SiteThreshold:
+    """A site's own decision threshold for one version, chosen on a labelled sample of its images.
+
+    ``sensitivity`` and ``specificity`` are the sample's, with 95% patient-bootstrap ``intervals``;
+    with a ``confidence``, ``sensitivity_bound`` is the one-sided lower bound that met the target.
+    """
+
+    site: str
+    threshold: float
+    target_sensitivity: float
+    sensitivity: float
+    specificity: float
+    images: int
+    positives: int
+    data: str
+    calibrated_at: str
+    confidence: float | None = None
+    sensitivity_bound: float | None = None
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{SITE_TAG_PREFIX}{self.site}"
+
+    def to_tag_value(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_tag_value(cls, value: str) -> SiteThreshold:
+        return cls(**json.loads(value))
+
+
+def _sites(tags: dict[str, str]) -> dict[str, SiteThreshold]:
+    """The site thresholds among a version's tags; one edited by hand into nonsense is left out
+    (a version must stay loadable), and the version's own threshold applies there."""
+    sites = {}
+    for key, value in tags.items():
+        if key.startswith(SITE_TAG_PREFIX):
+            try:
+                sites[key.removeprefix(SITE_TAG_PREFIX)] = SiteThreshold.from_tag_value(value)
+            except (TypeError, ValueError):
+                continue
+    return sites
+
+
 @dataclass(frozen=True)
 class VersionSpec:
     """The tags training writes on a registered version: how to feed it, where it decides, what
@@ -103,13 +159,15 @@ class VersionSpec:
     data_path: str | None = None
     recipe: Recipe | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    sites: dict[str, SiteThreshold] = field(default_factory=dict)
 
     def to_tags(self) -> dict[str, str]:
         tags = {"threshold": self.threshold, "image_size": self.image_size, "square": self.square,
                 "run_id": self.run_id, "data_version": self.data_version, "data_path": self.data_path,
                 **{name: round(value, 4) for name, value in self.metrics.items()}}  # fmt: skip
         tags = {key: str(value) for key, value in tags.items() if value is not None}
-        return {**tags, **(self.recipe.to_tags() if self.recipe else {})}
+        sites = {site.tag: site.to_tag_value() for site in self.sites.values()}
+        return {**tags, **(self.recipe.to_tags() if self.recipe else {}), **sites}
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> VersionSpec:
@@ -122,12 +180,24 @@ class VersionSpec:
             data_path=tags.get("data_path"),
             recipe=Recipe.from_tags(tags),
             metrics={name: float(tags[name]) for name in TAGGED_METRICS if name in tags},
+            sites=_sites(tags),
         )
 
     @classmethod
     def of(cls, version: Any) -> VersionSpec:
         """The spec of an MLflow ``ModelVersion``."""
         return cls.from_tags(version.tags)
+
+    def decision_threshold(self, site: str | None) -> tuple[float | None, str | None]:
+        """The threshold to decide with, and the site it belongs to.
+
+        A site calibrated on this version (``pneumo calibrate``) decides with its own threshold;
+        without a site, or for a site not calibrated on this version (a newly promoted one, say),
+        the version's own threshold applies and the site returned is None.
+        """
+        if site and site in self.sites:
+            return self.sites[site].threshold, site
+        return self.threshold, None
 
     def missing(self) -> list[str]:
         """The tags a prediction needs that this version lacks."""

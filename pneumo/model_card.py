@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pneumo.degrade import DEGRADED
 from pneumo.metrics import REPORTED
 
 INTENDED_USE = """\
@@ -26,6 +27,38 @@ LIMITS = """\
   repository for its cross-validated numbers and robustness checks.
 - Synthetic data (the demo) proves the pipeline, not the model: never use a model trained on it
   for patients."""
+
+
+def new_site_section(results: dict[str, Any], gate: dict[str, Any]) -> str:
+    """How far the operating point moves: the threshold across folds, and the test split's degraded
+    copies (stand-ins for another site's pipeline) decided at the stored threshold."""
+    lines = ["## At another site", ""]
+    if "threshold_fold_sd" in results:
+        lines += [
+            f"The threshold each of the {gate['threshold_folds']} folds would choose on its own ranges "
+            f"{results['threshold_fold_min']:.4f} - {results['threshold_fold_max']:.4f} "
+            f"(sd {results['threshold_fold_sd']:.4f}).",
+            "",
+        ]
+    degraded = [name for name in DEGRADED if f"degraded_{name}_auc" in results]
+    if degraded:
+        lines += ["The test split altered as another hospital's pipeline might alter it, decided at the "
+                  f"threshold {results['threshold']:.4f}:", "",
+                  "| test images | AUC | sensitivity | specificity |", "|---|---|---|---|",
+                  f"| as received | {results['test_auc']:.3f} | {results['test_sensitivity']:.3f} | "
+                  f"{results['test_specificity']:.3f} |"]  # fmt: skip
+        for name in degraded:
+            cells = [f"{results[f'degraded_{name}_{m}']:.3f}" for m in ("auc", "sensitivity", "specificity")]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
+        lines.append("")
+    lines += [
+        "A ranking travels between sites better than a threshold does. Before clinical use at a new site, "
+        "choose the site's own threshold on a labelled sample of its images: `pneumo calibrate --site NAME "
+        "--data DIR` (add `--confidence 0.95` to require the lower bound of sensitivity, not its estimate, "
+        "to meet the target), then start the service with `PNEUMO_SITE=NAME`.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def render_card(name: str, version: str, results: dict[str, Any], params: dict[str, Any],
@@ -91,6 +124,7 @@ The version is promoted only if its test AUC >= {gate["min_test_auc"]}, sensitiv
 {gate["min_test_sensitivity"]} and specificity >= {gate["min_test_specificity"]}, and it is not
 worse than the champion beyond tolerance on the same test split.
 
+{new_site_section(results, gate)}
 ## Known limits
 {LIMITS.format(uri=uri)}
 """

@@ -11,7 +11,7 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from pneumo.config import Settings, admin_token, apply_client_env, load_params, state_dir
-from pneumo.contract import CHAMPION
+from pneumo.contract import CHAMPION, check_site
 from pneumo.serving import metrics
 from pneumo.serving.api import bp as api_bp
 from pneumo.serving.feedback import bp as feedback_bp
@@ -35,6 +35,7 @@ def app_config_from_env() -> dict[str, Any]:
         "RECORDS_URL": Settings.from_env().records_url,
         "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
         "FEEDBACK_URI": Settings.from_env().feedback_uri,
+        "SITE": env("PNEUMO_SITE") or None,  # decide at this site's threshold (`pneumo calibrate`)
     }
 
 
@@ -54,11 +55,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config or {})
     app.json.sort_keys = False
 
+    if app.config["SITE"] is not None:
+        check_site(app.config["SITE"])  # PNEUMO_SITE must name a site: fail at start, not per request
     state_dir().mkdir(parents=True, exist_ok=True)
     holder = ModelHolder(
         app.config["MODEL_NAME"],
         app.config["MODEL_ALIAS"],
         on_swap=lambda m: metrics.set_model(m.name, m.version, m.alias),
+        site=app.config["SITE"],
     )
     holder.refresh()
     if app.config["RELOAD_INTERVAL_S"] > 0:

@@ -69,6 +69,7 @@ def predict():
         "label": label,
         "probability": round(probability, 6),
         "threshold": round(model.threshold, 6),
+        "site": model.site,  # whose threshold decided (pneumo calibrate); null: the version's own
         "model_name": model.name,
         "model_version": model.version,
         "request_id": str(uuid.uuid4()),
@@ -90,6 +91,7 @@ def predict():
             model_version=model.version,
             probability=probability,
             threshold=model.threshold,
+            site=model.site,
             label=label,
             latency_ms=body["latency_ms"],
             size=original.size,

@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class LoadedModel:
     name: str
     version: str
     alias: str
-    threshold: float
+    threshold: float  # the site's (``site``), or the version's own when ``site`` is None
     image_size: int
     square: str
     loaded_at: str
@@ -60,6 +60,7 @@ class LoadedModel:
     run: Runtime = field(repr=False)
     gradcam: LazyGradCam = field(repr=False)
     projection: Projection | None = field(repr=False)
+    site: str | None = None  # the site whose threshold ``threshold`` is; None: the version's own
 
     def predict(self, prepared: np.ndarray) -> tuple[float, dict[str, float] | None]:
         """Probability of pneumonia for one prepared ``(size, size)`` uint8 image, and its embedding."""
@@ -108,9 +109,14 @@ def keras_runtime(keras_model: Any, size: int) -> Runtime:
     return run
 
 
-def load_version(name: str, alias: str, version: Any) -> LoadedModel:
-    """Load a model version: ONNX Runtime when the version has a graph, else TensorFlow."""
+def load_version(name: str, alias: str, version: Any, site: str | None = None) -> LoadedModel:
+    """Load a model version: ONNX Runtime when the version has a graph, else TensorFlow.
+
+    With ``site``, the version decides at that site's threshold if it has one
+    (:meth:`pneumo.contract.VersionSpec.decision_threshold`).
+    """
     spec = VersionSpec.of(version).required(f"{name} v{version.version}")
+    threshold, calibrated = _site_threshold(spec, name, version, site)
     uri, size = f"models:/{name}/{version.version}", spec.image_size
     run = onnx_runtime(version.run_id)
     if run is not None:
@@ -122,7 +128,7 @@ def load_version(name: str, alias: str, version: Any) -> LoadedModel:
         name=name,
         version=str(version.version),
         alias=alias,
-        threshold=spec.threshold,
+        threshold=threshold,
         image_size=size,
         square=spec.square,
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -130,10 +136,19 @@ def load_version(name: str, alias: str, version: Any) -> LoadedModel:
         run=run,
         gradcam=gradcam,
         projection=_projection(version.run_id),
+        site=calibrated,
     )
     loaded.predict(np.zeros((size, size), np.uint8))  # warm up before the first request
     release_free_memory()
     return loaded
+
+
+def _site_threshold(spec: VersionSpec, name: str, version: Any, site: str | None) -> tuple[float, str | None]:
+    threshold, calibrated = spec.decision_threshold(site)
+    if site and calibrated is None:
+        log.warning("%s v%s has no threshold for site %s: deciding at the version's own %.4f until "
+                    "`pneumo calibrate` stores one", name, version.version, site, threshold)  # fmt: skip
+    return threshold, calibrated
 
 
 def _projection(run_id: str) -> Projection | None:
@@ -152,8 +167,14 @@ class ModelHolder:
     disturbs a request in flight.
     """
 
-    def __init__(self, name: str, alias: str, on_swap: Callable[[LoadedModel], None] | None = None) -> None:
-        self.name, self.alias = name, alias
+    def __init__(
+        self,
+        name: str,
+        alias: str,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+        site: str | None = None,
+    ) -> None:
+        self.name, self.alias, self.site = name, alias, site
         self.on_swap = on_swap
         self.current: LoadedModel | None = None
         self.registry_reachable: bool | None = None
@@ -179,10 +200,10 @@ class ModelHolder:
         self.last_error = None
         with self._load_lock:
             if self.current is not None and self.current.version == str(version.version):
-                return False
+                return self._follow_site_threshold(version)
             started = time.monotonic()
             try:
-                loaded = load_version(self.name, self.alias, version)
+                loaded = load_version(self.name, self.alias, version, self.site)
             except Exception as error:
                 self.last_error = f"loading v{version.version} failed: {error}"[:500]
                 log.exception(
@@ -199,6 +220,18 @@ class ModelHolder:
             previous.version if previous else "none",
             time.monotonic() - started,
         )
+        return True
+
+    def _follow_site_threshold(self, version: Any) -> bool:
+        """The version in hand, deciding at its site threshold as now stored (``pneumo calibrate``
+        may set or change it at any time); a new object, so requests in flight keep theirs."""
+        current = self.current
+        threshold, site = _site_threshold(VersionSpec.of(version), self.name, version, self.site)
+        if (threshold, site) == (current.threshold, current.site):
+            return False
+        self.current = replace(current, threshold=threshold, site=site)
+        log.info("%s v%s now decides at %.4f (site %s; was %.4f)", self.name, current.version, threshold,
+                 site or "none: the version's own", current.threshold)  # fmt: skip
         return True
 
     def _in_hand(self) -> str:

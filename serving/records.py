@@ -40,6 +40,7 @@ class Observation:
     threshold: float
     label: str
     latency_ms: float
+    site: str | None
     size: tuple[int, int]  # of the original image (only what the statistics need: never the pixels)
     mode: str
     prepared: np.ndarray
@@ -107,6 +108,7 @@ class Recorder:
             "model_version": item.model_version,
             "probability": item.probability,
             "threshold": item.threshold,
+            "site": item.site,
             "label": item.label,
             "latency_ms": item.latency_ms,
             **image_stats(item.size, item.mode, item.prepared),

@@ -17,6 +17,7 @@ import requests
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from pneumo.config import Settings
+from pneumo.monitoring.performance import describe_site
 from pneumo.monitoring.records import recent_operator_events
 from pneumo.serving.trend import trend_svg
 from pneumo.storage import s3_client
@@ -61,10 +62,24 @@ def report_row(entry: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]
         "live_sensitivity": performance.get("sensitivity"),
         "live_specificity": performance.get("specificity"),
         "degraded": performance.get("degraded"),
+        "sites": _sites(performance),
         "decision": summary.get("decision", "?"),
         "reason": summary.get("reason", ""),
         "retraining": _retraining(summary),
     }
+
+
+def _sites(performance: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each calibrated site's check (:func:`pneumo.monitoring.performance.site_checks`) for the page."""
+    rows = []
+    for check in performance.get("sites") or []:
+        try:
+            short = {True: "meets its target", False: "below its target", None: "too few cases to judge"}
+            rows.append({"site": check["site"], "meets": check["meets"], "short": short[check["meets"]],
+                         "text": describe_site(check)})  # fmt: skip
+        except (KeyError, TypeError, ValueError):  # a summary of another release: leave it out
+            continue
+    return rows
 
 
 def _retraining(summary: dict[str, Any]) -> dict[str, Any] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -10,12 +12,30 @@ import pandas as pd
 from prefect import task
 
 from pneumo.contract import HISTORY_ARTIFACT
+from pneumo.degrade import degraded_metrics
 from pneumo.figures import confusion_figure, learning_curves, roc_figure
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold
 from pneumo.models import load_keras
 from pneumo.network import predict
 from pneumo.processed import load_split, split_rows
 from pneumo.services import SERVICE_TASK, until_reachable
+
+
+def degraded_test_metrics(
+    model: Any, processed: str, y_test: Any, threshold: float, data: dict[str, Any]
+) -> dict[str, float]:
+    """``degraded_<condition>_<metric>``: the test split under each of :data:`pneumo.degrade.DEGRADED`
+    (stand-ins for another site's pipeline), decided at the stored threshold. Empty, with a note,
+    when the raw images are no longer on disk (a DVC stage run on another machine)."""
+    paths = split_rows(processed, "test")["path"].tolist()
+    if not all(Path(path).is_file() for path in paths):
+        print("evaluate: the raw test images are gone: no degraded copies measured")
+        return {}
+    measured = degraded_metrics(
+        paths, y_test, partial(predict, model), threshold, data["image_size"], data["square"]
+    )
+    return {f"degraded_{name}_{metric}": value for name, values in measured.items()
+            for metric, value in values.items()}  # fmt: skip
 
 
 @task(name="evaluate", **SERVICE_TASK)
@@ -59,6 +79,7 @@ def evaluate(
     }
     for name, (low, high) in intervals.items():
         results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
+    results.update(degraded_test_metrics(model, processed, y_test, threshold, params["data"]))
     history = mlflow.artifacts.load_dict(f"runs:/{run_id}/{HISTORY_ARTIFACT}")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(results)

@@ -66,11 +66,15 @@ def load_production(
 
 @task(name="live-performance")
 def measure_performance(
-    current_csv: str, champion: dict[str, float], config: dict[str, Any]
+    current_csv: str,
+    champion: dict[str, float],
+    config: dict[str, Any],
+    sites: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The served model on the window's confirmed diagnoses, against the champion's test metrics."""
+    """The served model on the window's confirmed diagnoses, against the champion's test metrics and
+    each calibrated site's target sensitivity (``sites``)."""
     records = pd.read_csv(current_csv) if Path(current_csv).stat().st_size > 1 else pd.DataFrame()
-    performance = live_performance(records, champion, config)
+    performance = live_performance(records, champion, config, sites=sites)
     print(f"monitoring: {describe(performance)}")
     return performance
 
@@ -82,8 +86,8 @@ def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
 
     Returns:
         ``path`` of the table, ``version``, ``recipe``: the deployment parameters that retrain
-        that version (None for versions that do not record how they were made), and ``metrics``:
-        its test metrics.
+        that version (None for versions that do not record how they were made), ``metrics``:
+        its test metrics, and ``sites``: the target sensitivity of each site calibrated on it.
     """
     version = alias_version(model_name, alias)
     if version is None:
@@ -92,7 +96,9 @@ def load_reference(model_name: str, alias: str, workdir: str) -> dict[str, Any]:
         f"runs:/{version.run_id}/{REFERENCE_ARTIFACT}", dst_path=workdir
     )
     spec = VersionSpec.of(version)
-    return {"path": path, "version": str(version.version), "recipe": spec.recipe, "metrics": spec.metrics}
+    sites = {name: site.target_sensitivity for name, site in spec.sites.items()}
+    return {"path": path, "version": str(version.version), "recipe": spec.recipe, "metrics": spec.metrics,
+            "sites": sites}  # fmt: skip
 
 
 @task(name="retraining-parameters", **SERVICE_TASK)

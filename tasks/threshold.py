@@ -46,7 +46,10 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
     """The threshold reaching ``gate.target_sensitivity`` on out-of-fold predictions of the train split.
 
     Returns:
-        ``threshold`` and the out-of-fold ``oof_auc``, ``oof_sensitivity``, ``oof_specificity``.
+        ``threshold``, the out-of-fold ``oof_auc``, ``oof_sensitivity``, ``oof_specificity``, and
+        the spread of the thresholds each fold's own held-out scores would give
+        (``threshold_fold_sd``, ``threshold_fold_min``, ``threshold_fold_max``): how far one
+        model's threshold moves with the patients it is chosen on.
 
     Raises:
         ValueError: fewer patients of a class than folds.
@@ -56,6 +59,7 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
     x, _ = load_split(processed, "train")
     patients = split_rows(processed, "train")["patient_id"].to_numpy()
     oof = np.zeros(len(y))
+    fold_thresholds = []
     epochs = params["train"]["epochs"]
     progress = FoldProgress(folds, epochs)
     for k, (fit_rows, held_rows) in enumerate(patient_folds(y, patients, folds, params["data"]["seed"])):
@@ -64,11 +68,16 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
             [contexts[i] for i in fit_rows], y[fit_rows], params, params["train"]["seed"] + k, [progress]
         )
         oof[held_rows] = predict(model, x[held_rows])
+        fold_thresholds.append(
+            choose_threshold(y[held_rows], oof[held_rows], params["gate"]["target_sensitivity"])
+        )
         keras.backend.clear_session()
         print(f"threshold: fold {k + 1}/{folds} done ({time.monotonic() - progress.started:.0f}s)")
     threshold = choose_threshold(y, oof, params["gate"]["target_sensitivity"])
     metrics = binary_metrics(y, oof, threshold)
     result = {"threshold": threshold, "oof_auc": float(roc_auc_score(y, oof))}
     result.update(oof_sensitivity=metrics["sensitivity"], oof_specificity=metrics["specificity"])
+    result.update(threshold_fold_sd=float(np.std(fold_thresholds)), threshold_fold_min=min(fold_thresholds),
+                  threshold_fold_max=max(fold_thresholds))  # fmt: skip
     print("threshold: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
     return result

@@ -86,15 +86,21 @@ def source(stack: Settings, synthetic_dir: Path) -> str:
 
 
 def send_images(
-    images: list, records_url: str, model_name: str, confirmed: list[str] | None = None
+    images: list,
+    records_url: str,
+    model_name: str,
+    confirmed: list[str] | None = None,
+    site: str | None = None,
 ) -> list[dict]:
-    """Predict every PIL image through the real API of ``model_name``, recording into ``records_url``;
-    with ``confirmed``, send each image's confirmed diagnosis to ``/feedback`` too. Returns the answers."""
+    """Predict every PIL image through the real API of ``model_name``, recording into ``records_url``
+    (as a service with ``PNEUMO_SITE=site``); with ``confirmed``, send each image's confirmed
+    diagnosis to ``/feedback`` too. Returns the answers."""
     import io
 
     from pneumo.serving import create_app
 
-    app = create_app({"MODEL_NAME": model_name, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url})
+    config = {"MODEL_NAME": model_name, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url, "SITE": site}
+    app = create_app(config)
     client = app.test_client()
     answers = []
     for index, image in enumerate(images):

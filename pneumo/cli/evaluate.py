@@ -35,6 +35,9 @@ def evaluate_cmd(
         float | None,
         typer.Option(help="Decide at this threshold instead of the model's stored one.", min=0.0, max=1.0),
     ] = None,
+    site: Annotated[
+        str | None, typer.Option(help="Decide at this site's threshold (stored by `pneumo calibrate`).")
+    ] = None,
     log_mlflow: Annotated[
         bool, typer.Option("--mlflow", help="Log the evaluation as an MLflow run.")
     ] = False,
@@ -54,6 +57,10 @@ def evaluate_cmd(
     out = out or state_dir() / "evaluations" / f"{data.resolve().name}-{stamp}"
     try:
         spec = resolve_model(model, params["registry"]["model_name"])
+        if site is not None and threshold is not None:
+            fail("give --site or --threshold, not both")
+        if site is not None:
+            spec = spec.for_site(site)
         if threshold is not None:
             spec.threshold = threshold
         report = assess(data, spec, params["data"], out, resamples)

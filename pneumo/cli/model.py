@@ -41,6 +41,7 @@ def model_show() -> None:
             f"threshold={'?' if threshold is None else f'{threshold:.4f}'} "
             f"profile={spec.recipe.profile if spec.recipe else '?'} "
             f"source={spec.recipe.source if spec.recipe else '?'}"
+            + "".join(f" site:{site}={t.threshold:.4f}" for site, t in sorted(spec.sites.items()))
         )
 
 

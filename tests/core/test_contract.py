@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pneumo.contract import SQUARE_DEFAULT, ContractError, Recipe, VersionSpec
+from pneumo.contract import SQUARE_DEFAULT, ContractError, Recipe, SiteThreshold, VersionSpec, check_site
 
 RECIPE = Recipe("s3://pneumo-raw/clinic", "xray", {"train": {"epochs": 10}}, "drift")
 SPEC = VersionSpec(
@@ -41,3 +41,43 @@ def test_a_version_the_flow_did_not_register_is_refused_by_name():
     with pytest.raises(ContractError, match=r"pneumonia v7 lacks the tags threshold, image_size"):
         foreign.required("pneumonia v7")
     assert issubclass(ContractError, LookupError)  # the CLI reports it as a lookup failure
+
+
+SITE = SiteThreshold(
+    site="north-clinic",
+    threshold=0.1234,
+    target_sensitivity=0.95,
+    sensitivity=0.96,
+    specificity=0.88,
+    images=120,
+    positives=60,
+    data="/data/north",
+    calibrated_at="2026-11-28T06:00:00+00:00",
+    confidence=0.95,
+    sensitivity_bound=0.951,
+    intervals={"sensitivity": [0.9, 1.0]},
+)
+
+
+def test_a_site_threshold_rides_on_the_version_and_decides_only_for_its_site():
+    spec = VersionSpec(**{**SPEC.__dict__, "sites": {SITE.site: SITE}})
+    tags = spec.to_tags()
+    assert tags["site.north-clinic"] == SITE.to_tag_value()
+    back = VersionSpec.from_tags(tags)
+    assert back.sites == {"north-clinic": SITE}
+    assert back.decision_threshold("north-clinic") == (0.1234, "north-clinic")
+    assert back.decision_threshold("south") == (SPEC.threshold, None)  # not calibrated: the version's own
+    assert back.decision_threshold(None) == (SPEC.threshold, None)
+
+
+def test_a_site_tag_edited_into_nonsense_leaves_the_version_loadable():
+    tags = {**SPEC.to_tags(), "site.broken": "{not json", "site.partial": '{"site": "partial"}'}
+    spec = VersionSpec.from_tags(tags)
+    assert spec.sites == {} and spec.decision_threshold("broken") == (SPEC.threshold, None)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "../x", "x" * 64, "-lead", "é"])
+def test_site_names_are_checked(name: str):
+    with pytest.raises(ValueError, match="site name"):
+        check_site(name)
+    assert check_site("north_clinic-2") == "north_clinic-2"

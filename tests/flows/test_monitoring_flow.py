@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from conftest import send_images
 from PIL import Image
 
 from pneumo.config import Settings
+from pneumo.contract import SiteThreshold
 from pneumo.datasets import read_labelled
 from pneumo.flows.monitoring_flow import monitoring
 from pneumo.flows.training_flow import training
@@ -145,6 +147,37 @@ def test_shifted_inputs_drift_report_and_retrain_once(
         run_ = client.read_flow_run(started["flow_run"])
     assert RETRAIN_TAG in run_.tags and run_.deployment_id is not None
     assert run_.parameters["source"] == monitored["data_source"]
+
+
+def test_the_report_says_whether_a_site_threshold_still_meets_its_target(
+    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings
+):
+    """A site's threshold (``pneumo calibrate``) that no longer holds: the service at that site
+    decides with it, clinicians confirm the diagnoses, and the report says the site misses its target."""
+    client = mlflow.MlflowClient()
+    far_too_high = SiteThreshold(site="east", threshold=0.9999, target_sensitivity=0.95, sensitivity=0.95,
+                                 specificity=0.9, images=100, positives=50, data="s3://east/sample",
+                                 calibrated_at="2026-11-28T06:00:00+00:00")  # fmt: skip
+    client.set_model_version_tag(MODEL, monitored["version"], far_too_high.tag, far_too_high.to_tag_value())
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    table = read_labelled(synthetic_dir)
+    images = [Image.open(path).copy() for path in table["path"]]
+    answers = send_images(images, url, MODEL, [LABELS[label] for label in table["label"]], site="east")
+    assert {answer["site"] for answer in answers} == {"east"}
+    summary = run(url)
+    (check,) = summary["performance"]["sites"]
+    assert (
+        check["site"] == "east"
+        and check["target"] == 0.95
+        and check["positives"] == int(table["label"].sum())
+    )
+    assert check["meets"] is False and check["sensitivity"] < 0.95
+    report = _read_json(stack, summary["report_uris"]["json"])
+    assert report["performance"]["sites"][0]["meets"] is False
+    html_bucket, html_key = split_uri(summary["report_uris"]["html"])
+    html = s3_client(stack).get_object(Bucket=html_bucket, Key=html_key)["Body"].read().decode()
+    assert "site east: live sensitivity" in html and "calibrate again (pneumo calibrate --site east)" in html
+    client.delete_model_version_tag(MODEL, monitored["version"], far_too_high.tag)
 
 
 def test_a_drop_in_live_performance_is_a_reason_to_retrain_through_the_same_cooldown(

@@ -67,3 +67,49 @@ def test_one_confirmed_case_of_a_class_says_nothing_about_its_rate():
     result = live_performance(records, CHAMPION, CONFIG)
     assert result["sensitivity"] == 0.0 and result["specificity"] == 1.0
     assert result["degraded"] is None
+
+
+def _site_records(n: int, caught: float, site: str | None = "north", seed: int = 1) -> pd.DataFrame:
+    """``n`` confirmed records decided at a site's threshold 0.3; a share ``caught`` of pneumonia found."""
+    rng = np.random.default_rng(seed)
+    truth = np.arange(n) % 2
+    found = rng.random(n) < caught
+    p = np.where(truth == 1, np.where(found, 0.8, 0.1), rng.uniform(0.0, 0.2, n))
+    confirmed = np.where(truth == 1, "PNEUMONIA", "NORMAL")
+    return pd.DataFrame({"probability": p, "threshold": 0.3, "site": site, "confirmed_label": confirmed})
+
+
+def test_a_site_threshold_that_still_meets_its_target_says_so():
+    result = live_performance(_site_records(120, 1.0), CHAMPION, CONFIG, sites={"north": 0.95})
+    (check,) = result["sites"]
+    assert check["site"] == "north" and check["target"] == 0.95 and check["positives"] == 60
+    assert check["sensitivity"] == 1.0 and check["meets"] is True and check["clearly_below"] is False
+    assert "site north: live sensitivity 1.00" in describe(result) and "still meets its target" in describe(
+        result
+    )
+
+
+def test_a_site_threshold_below_its_target_asks_for_a_new_calibration():
+    result = live_performance(_site_records(120, 0.6), CHAMPION, CONFIG, sites={"north": 0.95})
+    (check,) = result["sites"]
+    assert check["meets"] is False and check["clearly_below"] is True
+    low, high = check["interval"]
+    assert low <= check["sensitivity"] <= high < 0.95
+    assert "clearly below its target: calibrate again (pneumo calibrate --site north)" in describe(result)
+
+
+def test_too_few_pneumonia_cases_of_a_site_judge_nothing():
+    result = live_performance(_site_records(20, 0.5), CHAMPION, CONFIG, sites={"north": 0.95})
+    (check,) = result["sites"]
+    assert (
+        check["positives"] == 10
+        and check["meets"] is None
+        and "too few to judge (15 needed)" in describe(result)
+    )
+
+
+def test_records_without_a_site_have_no_site_checks():
+    assert live_performance(_site_records(60, 1.0, site=None), CHAMPION, CONFIG)["sites"] == []
+    assert live_performance(_records(60, 0.9), CHAMPION, CONFIG)["sites"] == []  # an older records table
+    uncalibrated = live_performance(_site_records(60, 1.0), CHAMPION, CONFIG, sites={})
+    assert uncalibrated["sites"][0]["target"] is None and uncalibrated["sites"][0]["meets"] is None
