@@ -50,7 +50,7 @@ from pneumo.augment import context, context_side
 from pneumo.config import load_params, parse_overrides, state_dir
 from pneumo.datasets import read_labelled
 from pneumo.degrade import CONDITIONS
-from pneumo.images import decode, prepare
+from pneumo.images import decode, prepare, to_grayscale8
 from pneumo.network import fit_on_contexts, patient_folds, predict
 
 app = typer.Typer(add_completion=False)
@@ -142,7 +142,7 @@ def main(
     overrides = parse_overrides(set_ or [])
     params = load_params(profile, overrides)
     table = read_labelled(data, params["data"]["positive_label"], params["data"]["negative_label"])
-    originals = [decode(Path(path).read_bytes()) for path in table["path"]]
+    originals = [to_grayscale8(decode(Path(path).read_bytes())) for path in table["path"]]
     y = table["label"].to_numpy()
     key = json.dumps([str(data.resolve()), len(table), params, folds], sort_keys=True)
     out = (

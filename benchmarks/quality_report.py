@@ -17,12 +17,12 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from pneumo.calibration import (
-    apply_platt,
     brier,
     expected_calibration_error,
     fit_platt,
     site_calibration_draws,
 )
+from pneumo.contract import platt
 from pneumo.degrade import CONDITIONS
 from pneumo.metrics import binary_metrics, bootstrap_intervals, choose_threshold
 
@@ -84,7 +84,7 @@ def platt_check(table: Any, folds: int) -> dict[str, Any]:
             others, rows = table[table["fold"] != k], table[table["fold"] == k]
             a, b = fit_platt(others["label"].to_numpy(), others["original"].to_numpy())
             raw.append(rows[name].to_numpy())
-            scaled.append(apply_platt(rows[name].to_numpy(), a, b))
+            scaled.append(platt(rows[name].to_numpy(), a, b))
         y = np.concatenate([table[table["fold"] == k]["label"].to_numpy() for k in range(folds)])
         raw_p, scaled_p = np.concatenate(raw), np.concatenate(scaled)
         result[name] = {"brier": brier(y, raw_p), "brier_platt": brier(y, scaled_p),

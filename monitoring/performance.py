@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pneumo.metrics import binary_metrics, bootstrap_intervals
+from pneumo.metrics import auc, binary_metrics, bootstrap_intervals, interval
 from pneumo.monitoring.records import LABELS
 
 MEASURED = ("auc", "sensitivity", "specificity")
@@ -59,14 +59,18 @@ def live_performance(
     if labelled.empty:
         return result
     y = (labelled["confirmed_label"] == LABELS[1]).to_numpy(int)
-    p, threshold = labelled["probability"].to_numpy(float), float(labelled["threshold"].iloc[-1])
-    result.update(positives=int(y.sum()), threshold=round(threshold, 6))
-    result["sites"] = site_checks(labelled, y, sites or {}, config["min_labelled"] // 2, resamples)
+    p, thresholds = labelled["probability"].to_numpy(float), labelled["threshold"].to_numpy(float)
+    # Each record as it was decided: a site's threshold, or a recalibration, may change it mid-window.
+    decided = (p >= thresholds).astype(float)
+    result.update(positives=int(y.sum()), threshold=round(float(thresholds[-1]), 6))
+    result["thresholds"] = sorted({round(float(t), 6) for t in thresholds})
+    result["sites"] = site_checks(labelled, y, decided, sites or {}, config["min_labelled"] // 2, resamples)
     if len(np.unique(y)) < 2:
         result["note"] = "the confirmed labels hold one class only: no AUC, sensitivity or specificity yet"
         return result
-    metrics = binary_metrics(y, p, threshold)
-    intervals = bootstrap_intervals(y, p, threshold, resamples=resamples)
+    metrics = {**binary_metrics(y, decided, 0.5), "auc": auc(y, p)}
+    intervals = {**bootstrap_intervals(y, decided, 0.5, resamples=resamples),
+                 "auc": bootstrap_intervals(y, p, 0.5, resamples=resamples)["auc"]}  # fmt: skip
     result.update({m: _number(metrics[m]) for m in MEASURED})
     result["intervals"] = {m: [_number(v) for v in intervals[m]] for m in MEASURED}
     result["drops"] = {
@@ -89,33 +93,37 @@ def live_performance(
 
 
 def site_checks(
-    labelled: pd.DataFrame, y: np.ndarray, targets: dict[str, float], needed: int, resamples: int
+    labelled: pd.DataFrame,
+    y: np.ndarray,
+    decided: np.ndarray,
+    targets: dict[str, float],
+    needed: int,
+    resamples: int,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Per site that decided in the window: its live sensitivity at the thresholds it decided with,
-    against the target it was calibrated for.
+    """Per site that predicted in the window (``PNEUMO_SITE``): its live sensitivity, each record
+    decided as it was, against the target sensitivity the site was calibrated for on the champion.
 
-    ``meets`` is True or False once ``needed`` confirmed pneumonia cases of the site exist (None
-    before: too few to judge); ``clearly_below`` when even the interval's upper end misses the target.
+    ``meets`` is True or False once ``needed`` confirmed pneumonia cases of a calibrated site exist
+    (None before, or without a target: the site has no threshold on this version);
+    ``clearly_below`` when even the upper end of the 95% interval (bootstrap of those cases) misses.
     """
     if "site" not in labelled:
         return []
+    sites = labelled["site"].astype("string")
+    rng = np.random.default_rng(seed)
     checks = []
-    for site in sorted(labelled["site"].dropna().astype(str).unique()):
-        rows = (labelled["site"].astype(str) == site).to_numpy()
-        decided = (labelled["probability"].to_numpy(float) >= labelled["threshold"].to_numpy(float))[rows]
-        ys, target = y[rows], targets.get(site)
-        positives = int(ys.sum())
-        check: dict[str, Any] = {"site": site, "target": target, "positives": positives, "needed": needed}
-        if positives:
-            sensitivity = float(decided[ys == 1].mean())
-            low, high = bootstrap_intervals(ys, decided.astype(float), 0.5, resamples=resamples)[
-                "sensitivity"
-            ]
-            check.update(sensitivity=_number(sensitivity), interval=[_number(low), _number(high)])
-        judged = target is not None and positives >= max(needed, 1)
+    for site in sorted(sites.dropna().unique()):
+        caught = decided[(sites == site).fillna(False).to_numpy() & (y == 1)]
+        target = targets.get(site)
+        check: dict[str, Any] = {"site": site, "target": target, "positives": len(caught), "needed": needed}
+        if len(caught):
+            means = caught[rng.integers(0, len(caught), (resamples, len(caught)))].mean(axis=1)
+            low, high = interval(list(means))
+            check.update(sensitivity=_number(caught.mean()), interval=[_number(low), _number(high)])
+        judged = target is not None and len(caught) >= max(needed, 1)
         check["meets"] = bool(check["sensitivity"] >= target) if judged else None
-        upper = check["interval"][1] if positives else None
-        check["clearly_below"] = bool(judged and upper is not None and upper < target)
+        check["clearly_below"] = bool(judged and check["interval"][1] < target)
         checks.append(check)
     return checks
 

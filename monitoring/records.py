@@ -48,7 +48,7 @@ predictions = Table(
     Column("model_version", String(20), nullable=False),
     Column("probability", Float, nullable=False),
     Column("threshold", Float, nullable=False),
-    Column("site", String(63)),  # the site whose threshold decided (PNEUMO_SITE), or None: the version's own
+    Column("site", String(63)),  # where it was predicted (PNEUMO_SITE); ``threshold`` is what decided
     Column("label", String(20), nullable=False),
     Column("latency_ms", Float),
     Column("width", Integer),

@@ -41,6 +41,7 @@ class ModelSpec:
     name: str | None = None  # the registered model, for versions of the registry
     sites: dict[str, SiteThreshold] = field(default_factory=dict)
     site: str | None = None  # the site whose threshold ``threshold`` is (:meth:`for_site`)
+    threshold_source: str = "version"  # version | run | site | given (--threshold)
 
     def for_site(self, site: str) -> ModelSpec:
         """This model deciding at ``site``'s threshold (``pneumo calibrate``).
@@ -54,7 +55,7 @@ class ModelSpec:
                 f"{self.uri} (version {self.version or '-'}) has no threshold for site {site!r} "
                 f"(calibrated sites: {calibrated}): run `pneumo calibrate --site {site} --data DIR` first"
             )
-        return replace(self, threshold=self.sites[site].threshold, site=site)
+        return replace(self, threshold=self.sites[site].threshold, site=site, threshold_source="site")
 
 
 def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
@@ -83,7 +84,8 @@ def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
         if uri.startswith("runs:/"):
             run = client.get_run(uri.removeprefix("runs:/").split("/", 1)[0])
             threshold = run.data.metrics.get("threshold")
-            return ModelSpec(uri, threshold, run.data.params.get("data.square", SQUARE_DEFAULT))
+            square = run.data.params.get("data.square", SQUARE_DEFAULT)
+            return ModelSpec(uri, threshold, square, threshold_source="run")
     except mlflow.exceptions.MlflowException as error:
         if error.error_code not in NOT_FOUND_CODES:
             raise
@@ -176,6 +178,7 @@ def assess(
         "model_version": spec.version,
         "threshold": spec.threshold,
         "site": spec.site,
+        "threshold_source": spec.threshold_source,
         "data": str(folder),
         "images": len(table),
         "positives": int(y.sum()),
@@ -253,45 +256,3 @@ def calibrate_site(
         sensitivity_bound=bound,
         intervals={m: [round(v, 4) for v in intervals[m]] for m in ("sensitivity", "specificity")},
     )
-
-
-def log_to_mlflow(report: dict[str, Any], out: Path, experiment: str) -> str:
-    """Log an evaluation as a new MLflow run.
-
-    Args:
-        report: the content of ``metrics.json``.
-        out: the folder of the report files, logged under ``evaluation/``.
-        experiment: the MLflow experiment.
-
-    Returns:
-        The run id.
-    """
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=f"evaluate-{Path(report['data']).name}") as run:
-        mlflow.log_params({k: report[k] for k in ("model_uri", "threshold", "data", "images", "positives")})
-        mlflow.set_tags({"model_uri": report["model_uri"], "model_version": str(report["model_version"])})
-        mlflow.log_metrics({name: report[name] for name in REPORTED})
-        for name, (low, high) in report["intervals"].items():
-            bounds = {f"{name}_ci_low": low, f"{name}_ci_high": high}
-            mlflow.log_metrics({key: value for key, value in bounds.items() if value is not None})
-        mlflow.log_artifacts(str(out), "evaluation")
-    return run.info.run_id
-
-
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    """The report as a short table for the terminal."""
-    cells = report["confusion_matrix"]
-    lines = [
-        f"model {report['model_uri']} (version {report['model_version'] or '-'}), "
-        f"threshold {report['threshold']:.4f}"
-        + (f" (site {report['site']})" if report.get("site") else " (the version's own)"),
-        f"data {report['data']}: {report['images']} images, {report['positives']} pneumonia, "
-        f"{report['patients']} patients, {report['unreadable']} unreadable",
-        f"{'metric':12s} {'value':>7s}   95% interval",
-    ]
-    for name in REPORTED:
-        low, high = report["intervals"][name]
-        shown = "n/a (too few patients)" if low is None else f"[{low:.3f}, {high:.3f}]"
-        lines.append(f"{name:12s} {report[name]:7.3f}   {shown}")
-    lines.append(f"confusion: TP {cells['tp']}  FN {cells['fn']}  FP {cells['fp']}  TN {cells['tn']}")
-    return lines

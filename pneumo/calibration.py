@@ -5,7 +5,8 @@ export pipeline shifts every score a little, and the threshold chosen at home no
 target sensitivity, or costs far more false alarms than it should. ``pneumo calibrate`` chooses a
 site's threshold on a small labelled sample of that site's images (:func:`calibrate_threshold`);
 ``benchmarks/quality.py`` measures how well that works (:func:`site_calibration_draws`) and whether
-Platt scaling makes the probabilities mean what they say (:func:`fit_platt`).
+Platt scaling makes the probabilities mean what they say (:func:`fit_platt`; applied by
+:func:`pneumo.contract.platt`, as the version's tags define it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import beta
 from sklearn.linear_model import LogisticRegression
 
+from pneumo.contract import logit
 from pneumo.metrics import binary_metrics, choose_threshold
 
 
@@ -26,9 +29,10 @@ class SampleTooSmall(ValueError):
     def __init__(self, positives: int, needed: int, target: float, confidence: float) -> None:
         self.positives, self.needed = positives, needed
         super().__init__(
-            f"{positives} pneumonia cases cannot show sensitivity >= {target} with {confidence:.0%} "
-            f"confidence, even if every one is caught: label at least {needed} pneumonia cases of the "
-            "site (or lower --confidence)"
+            f"{positives} patients with pneumonia cannot show sensitivity >= {target} with "
+            f"{confidence:.0%} confidence, even if every one is caught: label pneumonia cases of at "
+            f"least {needed} different patients of the site (more images of the same patients do "
+            "not help), or lower --confidence or --target-sensitivity"
         )
 
 
@@ -56,8 +60,9 @@ def calibrate_threshold(
     Without ``confidence`` this is :func:`pneumo.metrics.choose_threshold`: the sensitivity on the
     sample meets the target. With it, the highest threshold whose one-sided *lower confidence
     bound* of sensitivity (exact binomial) meets the target, so the smaller the sample, the fewer
-    misses it allows. Positives are counted by patient when ``groups`` is given: images of one
-    patient are not independent evidence.
+    misses it allows. With ``groups`` the bound counts patients, not images (images of one patient
+    are not independent evidence): a patient counts as caught only when all of its pneumonia
+    images are.
 
     Returns:
         The threshold, and the lower bound it reaches (None without ``confidence``).
@@ -68,18 +73,19 @@ def calibrate_threshold(
     """
     if confidence is None:
         return choose_threshold(y, p, target), None
-    positives = np.sort(p[y == 1])[::-1]
-    if len(positives) == 0:
+    if not (y == 1).any():
         raise ValueError("cannot choose a threshold without positive examples")
-    effective = len(np.unique(np.asarray(groups)[y == 1])) if groups is not None else len(positives)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    patients = pd.Series(p[y == 1]).groupby(groups[y == 1]).min()  # a patient's weakest pneumonia image
+    scores = np.sort(patients.to_numpy())[::-1]
     chosen = None
-    for caught in range(len(positives), 0, -1):  # one more miss allowed per step
-        bound = sensitivity_lower_bound(caught / len(positives) * effective, effective, confidence)
+    for caught in range(len(scores), 0, -1):  # one more missed patient per step
+        bound = sensitivity_lower_bound(caught, len(scores), confidence)
         if bound < target:
             break
-        chosen = (float(positives[caught - 1]), bound)
+        chosen = (float(scores[caught - 1]), bound)
     if chosen is None:
-        raise SampleTooSmall(effective, positives_needed(target, confidence), target, confidence)
+        raise SampleTooSmall(len(scores), positives_needed(target, confidence), target, confidence)
     return chosen
 
 
@@ -127,20 +133,14 @@ def site_calibration_draws(
     return summary
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def fit_platt(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """Platt scaling ``sigmoid(a * logit(p) + b)`` fitted by logistic regression on ``(y, p)``."""
-    model = LogisticRegression(C=1e6).fit(_logit(p).reshape(-1, 1), y)
+    """Platt scaling ``sigmoid(a * logit(p) + b)`` fitted by logistic regression on ``(y, p)``.
+
+    Mild L2 regularisation (C=1) keeps ``a`` finite when the classes are separable, as a small
+    validation split often is.
+    """
+    model = LogisticRegression(C=1.0).fit(logit(p).reshape(-1, 1), y)
     return float(model.coef_[0, 0]), float(model.intercept_[0])
-
-
-def apply_platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Probabilities after Platt scaling (monotone: decisions at a mapped threshold are unchanged)."""
-    return 1 / (1 + np.exp(-(a * _logit(p) + b)))
 
 
 def brier(y: np.ndarray, p: np.ndarray) -> float:

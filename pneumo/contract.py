@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 # Aliases: the version in production, and the one it replaced (what a rollback goes back to).
 CHAMPION, PREVIOUS = "champion", "previous"
 
@@ -89,6 +91,21 @@ class Recipe:
         }
 
 
+def platt(p: Any, a: float, b: float) -> Any:
+    """What the ``calibration_a``/``calibration_b`` tags mean: ``sigmoid(a * logit(p) + b)``.
+
+    Monotone, so deciding on the calibrated probability at the mapped threshold changes nothing;
+    it makes the number mean what it says (of 100 images given 0.8, about 80 show pneumonia).
+    """
+    return 1 / (1 + np.exp(-(a * logit(p) + b)))
+
+
+def logit(p: Any) -> Any:
+    """``log(p / (1 - p))``, with p kept inside (1e-6, 1 - 1e-6): a probability of 1.0 stays finite."""
+    clipped = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(clipped / (1 - clipped))
+
+
 def check_site(name: str) -> str:
     """``name`` if it can name a site (letters, digits, ``-`` and ``_``, at most 63), else ValueError."""
     if not SITE_NAME.fullmatch(name or ""):
@@ -125,18 +142,32 @@ class SiteThreshold:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_tag_value(cls, value: str) -> SiteThreshold:
-        return cls(**json.loads(value))
+    def from_tag_value(cls, value: str, site: str | None = None) -> SiteThreshold:
+        """The tag's value read back; ValueError when it cannot decide (a hand-edited tag, say).
+
+        Fields a newer release added are ignored; ``site`` must match the one the tag names.
+        """
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise ValueError("a site threshold is a JSON object")
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        threshold = known.get("threshold")
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            raise ValueError(f"threshold {threshold!r} is not a number in [0, 1]")
+        if site is not None and known.get("site") != site:
+            raise ValueError(f"the tag of site {site!r} holds site {known.get('site')!r}")
+        return cls(**{**known, "threshold": float(threshold)})
 
 
 def _sites(tags: dict[str, str]) -> dict[str, SiteThreshold]:
     """The site thresholds among a version's tags; one edited by hand into nonsense is left out
-    (a version must stay loadable), and the version's own threshold applies there."""
+    (a version must stay loadable, and decide), and the version's own threshold applies there."""
     sites = {}
     for key, value in tags.items():
         if key.startswith(SITE_TAG_PREFIX):
+            site = key.removeprefix(SITE_TAG_PREFIX)
             try:
-                sites[key.removeprefix(SITE_TAG_PREFIX)] = SiteThreshold.from_tag_value(value)
+                sites[site] = SiteThreshold.from_tag_value(value, site)
             except (TypeError, ValueError):
                 continue
     return sites
@@ -160,9 +191,12 @@ class VersionSpec:
     recipe: Recipe | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     sites: dict[str, SiteThreshold] = field(default_factory=dict)
+    calibration: tuple[float, float] | None = None  # Platt (a, b): sigmoid(a * logit(p) + b)
 
     def to_tags(self) -> dict[str, str]:
+        a, b = self.calibration or (None, None)
         tags = {"threshold": self.threshold, "image_size": self.image_size, "square": self.square,
+                "calibration_a": a, "calibration_b": b,
                 "run_id": self.run_id, "data_version": self.data_version, "data_path": self.data_path,
                 **{name: round(value, 4) for name, value in self.metrics.items()}}  # fmt: skip
         tags = {key: str(value) for key, value in tags.items() if value is not None}
@@ -181,6 +215,9 @@ class VersionSpec:
             recipe=Recipe.from_tags(tags),
             metrics={name: float(tags[name]) for name in TAGGED_METRICS if name in tags},
             sites=_sites(tags),
+            calibration=(float(tags["calibration_a"]), float(tags["calibration_b"]))
+            if "calibration_a" in tags and "calibration_b" in tags
+            else None,
         )
 
     @classmethod

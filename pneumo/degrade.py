@@ -1,5 +1,7 @@
 """Degraded copies of an image: stand-ins for another hospital's scanners and processing pipelines.
 
+The conditions expect 8-bit images (``L`` or ``RGB``): :func:`degraded_metrics` converts first.
+
 One definition for ``benchmarks/quality.py`` (robustness of a recipe under cross-validation) and the
 evaluate task (every version's model card shows its test split under each of them, at its stored
 threshold). Each condition takes a decoded original (:func:`pneumo.images.decode`) and returns the
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from pneumo.images import decode, prepare, square
+from pneumo.images import decode, prepare, square, to_grayscale8
 from pneumo.metrics import binary_metrics
 
 
@@ -78,7 +80,7 @@ def degraded_metrics(
     Returns:
         ``{condition: {"auc", "sensitivity", "specificity"}}`` for every :data:`DEGRADED` condition.
     """
-    originals = [decode(Path(path).read_bytes()) for path in paths]
+    originals = [to_grayscale8(decode(Path(path).read_bytes())) for path in paths]  # 16-bit: 8-bit gray
     result = {}
     for name in DEGRADED:
         prepared = np.stack([prepare(CONDITIONS[name](image), size, square_mode) for image in originals])

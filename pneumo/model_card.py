@@ -29,6 +29,17 @@ LIMITS = """\
   for patients."""
 
 
+def calibration_line(results: dict[str, Any], chosen_on: str) -> str:
+    """How the score becomes the probability the service reports (``calibrated_probability``)."""
+    if "calibration_a" not in results:
+        return ""
+    return (
+        "\nThe service also reports a calibrated probability: Platt scaling, "
+        f"sigmoid({results['calibration_a']:.3f} * logit(score) + {results['calibration_b']:.3f}), fitted on "
+        f"{chosen_on}. It does not change any decision; it makes the number mean what it says.\n"
+    )
+
+
 def new_site_section(results: dict[str, Any], gate: dict[str, Any]) -> str:
     """How far the operating point moves: the threshold across folds, and the test split's degraded
     copies (stand-ins for another site's pipeline) decided at the stored threshold."""
@@ -124,6 +135,7 @@ The version is promoted only if its test AUC >= {gate["min_test_auc"]}, sensitiv
 {gate["min_test_sensitivity"]} and specificity >= {gate["min_test_specificity"]}, and it is not
 worse than the champion beyond tolerance on the same test split.
 
+{calibration_line(results, chosen_on)}
 {new_site_section(results, gate)}
 ## Known limits
 {LIMITS.format(uri=uri)}

@@ -48,7 +48,8 @@ def _upload() -> bytes:
 def predict():
     """Classify one chest X-ray (JPEG or PNG; 8 or 16 bit; grayscale, RGB or RGBA)."""
     started = time.perf_counter()
-    model = current_app.extensions["pneumo.model"].current
+    holder = current_app.extensions["pneumo.model"]
+    model = holder.current
     if model is None:
         abort(503, "no model is loaded yet: see /ready")
     data = _upload()
@@ -65,9 +66,11 @@ def predict():
     prepared = prepare(original, model.image_size, model.square)
     probability, embedding = model.predict(prepared)
     label = "PNEUMONIA" if probability >= model.threshold else "NORMAL"
+    calibrated = model.calibrated(probability)  # what the score means as a probability (Platt)
     body = {
         "label": label,
-        "probability": round(probability, 6),
+        "probability": round(probability, 6),  # the model's score: compared with the threshold
+        "calibrated_probability": None if calibrated is None else round(calibrated, 6),
         "threshold": round(model.threshold, 6),
         "site": model.site,  # whose threshold decided (pneumo calibrate); null: the version's own
         "model_name": model.name,
@@ -91,7 +94,7 @@ def predict():
             model_version=model.version,
             probability=probability,
             threshold=model.threshold,
-            site=model.site,
+            site=holder.site,  # where it was predicted (PNEUMO_SITE), whichever threshold decided
             label=label,
             latency_ms=body["latency_ms"],
             size=original.size,

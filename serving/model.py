@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 import onnxruntime
 
-from pneumo.contract import ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec
+from pneumo.contract import ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec, platt
 from pneumo.models import alias_version, load_keras, release_free_memory
 from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
 
@@ -61,6 +61,11 @@ class LoadedModel:
     gradcam: LazyGradCam = field(repr=False)
     projection: Projection | None = field(repr=False)
     site: str | None = None  # the site whose threshold ``threshold`` is; None: the version's own
+    calibration: tuple[float, float] | None = None  # Platt scaling of the version (its tags)
+
+    def calibrated(self, probability: float) -> float | None:
+        """The probability as Platt scaling maps it (None for versions trained without it)."""
+        return None if self.calibration is None else float(platt(probability, *self.calibration))
 
     def predict(self, prepared: np.ndarray) -> tuple[float, dict[str, float] | None]:
         """Probability of pneumonia for one prepared ``(size, size)`` uint8 image, and its embedding."""
@@ -137,6 +142,7 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
         gradcam=gradcam,
         projection=_projection(version.run_id),
         site=calibrated,
+        calibration=spec.calibration,
     )
     loaded.predict(np.zeros((size, size), np.uint8))  # warm up before the first request
     release_free_memory()
@@ -144,6 +150,7 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
 
 
 def _site_threshold(spec: VersionSpec, name: str, version: Any, site: str | None) -> tuple[float, str | None]:
+    """The threshold to decide with at ``site`` (said in the log when the site has none of its own)."""
     threshold, calibrated = spec.decision_threshold(site)
     if site and calibrated is None:
         log.warning("%s v%s has no threshold for site %s: deciding at the version's own %.4f until "
@@ -226,9 +233,9 @@ class ModelHolder:
         """The version in hand, deciding at its site threshold as now stored (``pneumo calibrate``
         may set or change it at any time); a new object, so requests in flight keep theirs."""
         current = self.current
+        if (VersionSpec.of(version).decision_threshold(self.site)) == (current.threshold, current.site):
+            return False  # unchanged: checked every reload interval, said nothing
         threshold, site = _site_threshold(VersionSpec.of(version), self.name, version, self.site)
-        if (threshold, site) == (current.threshold, current.site):
-            return False
         self.current = replace(current, threshold=threshold, site=site)
         log.info("%s v%s now decides at %.4f (site %s; was %.4f)", self.name, current.version, threshold,
                  site or "none: the version's own", current.threshold)  # fmt: skip

@@ -29,7 +29,8 @@ def ready():
         "model_version": model.version if model else None,
         "threshold": model.threshold if model else None,
         "site": holder.site,  # PNEUMO_SITE
-        "site_threshold": model.site is not None if model else None,  # False: the version's own applies
+        # False: PNEUMO_SITE is set but the version has no threshold of its own for it
+        "site_threshold": model.site is not None if model and holder.site else None,
         "runtime": model.runtime if model else None,
         "loaded_at": model.loaded_at if model else None,
         "registry_reachable": holder.registry_reachable,

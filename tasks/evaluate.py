@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 from prefect import task
 
+from pneumo.calibration import fit_platt
 from pneumo.contract import HISTORY_ARTIFACT
 from pneumo.degrade import degraded_metrics
 from pneumo.figures import confusion_figure, learning_curves, roc_figure
@@ -31,9 +32,12 @@ def degraded_test_metrics(
     if not all(Path(path).is_file() for path in paths):
         print("evaluate: the raw test images are gone: no degraded copies measured")
         return {}
-    measured = degraded_metrics(
-        paths, y_test, partial(predict, model), threshold, data["image_size"], data["square"]
-    )
+    score = partial(predict, model)
+    try:
+        measured = degraded_metrics(paths, y_test, score, threshold, data["image_size"], data["square"])
+    except Exception as error:  # informational: it must never fail a training run
+        print(f"evaluate: degraded copies not measured: {type(error).__name__}: {error}")
+        return {}
     return {f"degraded_{name}_{metric}": value for name, values in measured.items()
             for metric, value in values.items()}  # fmt: skip
 
@@ -58,16 +62,20 @@ def evaluate(
             it the threshold is chosen on the validation split.
 
     Returns:
-        ``threshold``, the ``test_*`` metrics with their ``_ci_low``/``_ci_high`` bounds, and the
-        out-of-fold metrics of a cross-validated threshold.
+        ``threshold``, Platt scaling (``calibration_a``, ``calibration_b``, fitted where the
+        threshold is chosen), the ``test_*`` metrics with their ``_ci_low``/``_ci_high`` bounds, the
+        ``degraded_*`` metrics, and the out-of-fold metrics of a cross-validated threshold.
     """
     model = load_keras(model_uri)
     x_test, y_test = load_split(processed, "test")
-    if cross_validated is None:
+    if cross_validated is None:  # threshold and calibration from the validation split
         x_val, y_val = load_split(processed, "val")
-        threshold = choose_threshold(y_val, predict(model, x_val), params["gate"]["target_sensitivity"])
+        p_val = predict(model, x_val)
+        threshold = choose_threshold(y_val, p_val, params["gate"]["target_sensitivity"])
+        calibration_a, calibration_b = fit_platt(y_val, p_val)
     else:
         threshold = cross_validated["threshold"]
+        calibration_a, calibration_b = cross_validated["calibration_a"], cross_validated["calibration_b"]
     p_test = predict(model, x_test)
     metrics = binary_metrics(y_test, p_test, threshold)
     patients = split_rows(processed, "test")["patient_id"].to_numpy()
@@ -75,6 +83,8 @@ def evaluate(
     results = {
         **(cross_validated or {}),
         "threshold": threshold,
+        "calibration_a": calibration_a,
+        "calibration_b": calibration_b,
         **{f"test_{k}": v for k, v in metrics.items()},
     }
     for name, (low, high) in intervals.items():

@@ -73,7 +73,8 @@ def measure_performance(
 ) -> dict[str, Any]:
     """The served model on the window's confirmed diagnoses, against the champion's test metrics and
     each calibrated site's target sensitivity (``sites``)."""
-    records = pd.read_csv(current_csv) if Path(current_csv).stat().st_size > 1 else pd.DataFrame()
+    empty = Path(current_csv).stat().st_size <= 1
+    records = pd.DataFrame() if empty else pd.read_csv(current_csv, dtype={"site": "string"})  # "01" stays
     performance = live_performance(records, champion, config, sites=sites)
     print(f"monitoring: {describe(performance)}")
     return performance

@@ -126,6 +126,9 @@ def register(model_uri: str, run_id: str, results: dict[str, float], params: dic
         data_path=data["data_path"],
         recipe=recipe,
         metrics={name: results[name] for name in TAGGED_METRICS},
+        calibration=(results["calibration_a"], results["calibration_b"])
+        if "calibration_a" in results
+        else None,
     )
     client.log_dict(run_id, params, PARAMS_ARTIFACT)
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")

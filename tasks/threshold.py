@@ -18,6 +18,7 @@ import numpy as np
 from prefect import task
 from sklearn.metrics import roc_auc_score
 
+from pneumo.calibration import fit_platt
 from pneumo.metrics import binary_metrics, choose_threshold
 from pneumo.network import fit_on_contexts, patient_folds, predict
 from pneumo.orchestration import Progress
@@ -47,7 +48,8 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
 
     Returns:
         ``threshold``, the out-of-fold ``oof_auc``, ``oof_sensitivity``, ``oof_specificity``, and
-        the spread of the thresholds each fold's own held-out scores would give
+        Platt scaling fitted on them (``calibration_a``, ``calibration_b``), and the spread of the
+        thresholds each fold's own held-out scores would give
         (``threshold_fold_sd``, ``threshold_fold_min``, ``threshold_fold_max``): how far one
         model's threshold moves with the patients it is chosen on.
 
@@ -77,6 +79,7 @@ def cross_validated_threshold(processed: str, params: dict[str, Any]) -> dict[st
     metrics = binary_metrics(y, oof, threshold)
     result = {"threshold": threshold, "oof_auc": float(roc_auc_score(y, oof))}
     result.update(oof_sensitivity=metrics["sensitivity"], oof_specificity=metrics["specificity"])
+    result["calibration_a"], result["calibration_b"] = fit_platt(y, oof)
     result.update(threshold_fold_sd=float(np.std(fold_thresholds)), threshold_fold_min=min(fold_thresholds),
                   threshold_fold_max=max(fold_thresholds))  # fmt: skip
     print("threshold: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))

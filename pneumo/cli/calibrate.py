@@ -17,7 +17,6 @@ from typing import Annotated
 import mlflow
 import typer
 
-from pneumo.calibration import SampleTooSmall
 from pneumo.cli.common import fail
 from pneumo.config import apply_client_env, load_params
 from pneumo.contract import SiteThreshold, check_site
@@ -102,9 +101,7 @@ def calibrate_cmd(
         if spec.version is None or spec.name is None:
             fail(f"{spec.uri} is not a registered version: give models:/NAME/VERSION or models:/NAME@ALIAS")
         result = calibrate_site(data, spec, params["data"], site, target, confidence, resamples)
-    except SampleTooSmall as error:
-        fail(str(error))
-    except (DataError, LookupError, ValueError) as error:
+    except (DataError, LookupError, ValueError) as error:  # ValueError: a sample too small, among others
         fail(str(error))
     typer.echo(f"model {spec.name} version {spec.version}")
     for line in describe(result, spec.threshold):

@@ -65,6 +65,11 @@ def test_every_version_carries_its_model_card(trained: dict):
     assert f"| auc | {trained['test_auc']:.3f} |" in card
     assert f"{trained['threshold']:.4f}" in card and "not diagnose" in card
     assert "out-of-fold predictions of 2 models" in card  # gate.threshold_folds=2
+    assert "## At another site" in card and "pneumo calibrate --site NAME" in card
+    assert "The threshold each of the 2 folds would choose on its own ranges" in card
+    assert f"sigmoid({trained['calibration_a']:.3f} * logit(score)" in card
+    for condition in ("squashed_jpeg75", "gamma_0.67", "low_res_112px"):  # at the stored threshold
+        assert f"| {condition} | {trained[f'degraded_{condition}_auc']:.3f} |" in card
 
 
 def test_cross_validated_threshold_is_logged(trained: dict):

@@ -9,7 +9,6 @@ import pytest
 
 from pneumo.calibration import (
     SampleTooSmall,
-    apply_platt,
     brier,
     calibrate_threshold,
     expected_calibration_error,
@@ -19,6 +18,7 @@ from pneumo.calibration import (
     sensitivity_lower_bound,
     site_calibration_draws,
 )
+from pneumo.contract import platt
 from pneumo.metrics import binary_metrics, choose_threshold
 
 
@@ -71,7 +71,7 @@ def test_a_sample_too_small_for_the_confidence_is_refused_with_what_it_needs():
     groups = np.arange(140) // 4 * 2 + y  # each patient: two images of one class
     with pytest.raises(SampleTooSmall) as refused:
         calibrate_threshold(y, p, 0.95, confidence=0.95, groups=groups)
-    assert refused.value.positives == 35
+    assert refused.value.positives == 35 and "35 patients with pneumonia" in str(refused.value)
     with pytest.raises(ValueError, match="without positive"):
         calibrate_threshold(np.zeros(10, int), np.linspace(0, 1, 10), 0.95, confidence=0.95)
 
@@ -88,6 +88,18 @@ def test_a_site_threshold_holds_where_the_home_threshold_does_not():
     assert draws["sensitivity"]["mean"] >= 0.92 and draws["specificity"]["mean"] > 0.8
     assert draws["specificity"]["mean"] > at_home_threshold["specificity"] + 0.2
     assert len(draws["thresholds"]) == 20 and len(set(draws["thresholds"])) > 1  # 20 different samples
+
+
+def test_by_patient_a_patient_is_caught_only_with_all_its_pneumonia_images():
+    y, p = _site(480, 0.0, 8)  # 240 positive images
+    groups = np.arange(480) // 4 * 2 + y  # two images per patient: 120 patients with pneumonia
+    threshold, bound = calibrate_threshold(y, p, 0.95, confidence=0.95, groups=groups)
+    positives = y == 1
+    weakest = {g: p[positives & (groups == g)].min() for g in np.unique(groups[positives])}
+    caught = sum(score >= threshold for score in weakest.values())
+    assert bound == pytest.approx(sensitivity_lower_bound(caught, 120, 0.95)) and bound >= 0.95
+    assert sensitivity_lower_bound(caught - 1, 120, 0.95) < 0.95
+    assert threshold in set(weakest.values())
 
 
 def test_patient_samples_keep_patients_whole():
@@ -107,7 +119,7 @@ def test_platt_scaling_calibrates_overconfident_scores():
     sharp = 1 / (1 + np.exp(-9 * np.log(p / (1 - p))))
     a, b = fit_platt(y, sharp)
     assert a == pytest.approx(1 / 3, abs=0.05) and abs(b) < 0.15
-    calibrated = apply_platt(sharp, a, b)
+    calibrated = platt(sharp, a, b)
     assert brier(y, calibrated) < brier(y, sharp)
     assert expected_calibration_error(y, calibrated) < expected_calibration_error(y, sharp)
     order = np.argsort(sharp)

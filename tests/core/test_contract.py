@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pneumo.contract import SQUARE_DEFAULT, ContractError, Recipe, SiteThreshold, VersionSpec, check_site
@@ -71,9 +73,17 @@ def test_a_site_threshold_rides_on_the_version_and_decides_only_for_its_site():
 
 
 def test_a_site_tag_edited_into_nonsense_leaves_the_version_loadable():
-    tags = {**SPEC.to_tags(), "site.broken": "{not json", "site.partial": '{"site": "partial"}'}
+    value = json.loads(SITE.to_tag_value())
+    tags = {**SPEC.to_tags(), "site.broken": "{not json", "site.partial": '{"site": "partial"}',
+            "site.text": json.dumps({**value, "site": "text", "threshold": "0.3"}),
+            "site.none": json.dumps({**value, "site": "none", "threshold": None}),
+            "site.above": json.dumps({**value, "site": "above", "threshold": 1.5}),
+            "site.other": json.dumps(value),  # the tag of "other" holds north-clinic's threshold
+            "site.newer": json.dumps({**value, "site": "newer", "added_later": 1})}  # fmt: skip
     spec = VersionSpec.from_tags(tags)
-    assert spec.sites == {} and spec.decision_threshold("broken") == (SPEC.threshold, None)
+    assert set(spec.sites) == {"newer"} and spec.sites["newer"].threshold == SITE.threshold
+    for site in ("broken", "partial", "text", "none", "above", "other"):
+        assert spec.decision_threshold(site) == (SPEC.threshold, None)
 
 
 @pytest.mark.parametrize("name", ["", "a b", "../x", "x" * 64, "-lead", "é"])

@@ -113,3 +113,22 @@ def test_records_without_a_site_have_no_site_checks():
     assert live_performance(_records(60, 0.9), CHAMPION, CONFIG)["sites"] == []  # an older records table
     uncalibrated = live_performance(_site_records(60, 1.0), CHAMPION, CONFIG, sites={})
     assert uncalibrated["sites"][0]["target"] is None and uncalibrated["sites"][0]["meets"] is None
+
+
+def test_each_record_is_judged_at_the_threshold_it_was_decided_with():
+    """A recalibration mid-window: the older records keep the decisions they got."""
+    records = _records(100, 1.0)
+    later = pd.DataFrame({"probability": [0.3], "threshold": [0.2], "confirmed_label": ["NORMAL"]})
+    result = live_performance(pd.concat([records, later], ignore_index=True), CHAMPION, CONFIG)
+    assert result["specificity"] == round(50 / 51, 4) and result["sensitivity"] == 1.0
+    assert result["thresholds"] == [0.2, 0.5] and result["degraded"] is None
+
+
+def test_a_site_named_like_a_number_keeps_its_name_through_the_records_file(tmp_path):
+    from pneumo.tasks.monitor import measure_performance
+
+    records = pd.concat([_site_records(60, 1.0, site="01"), _site_records(20, 1.0, site=None)])
+    records.to_csv(tmp_path / "current.csv", index=False)
+    result = measure_performance.fn(str(tmp_path / "current.csv"), CHAMPION, CONFIG, {"01": 0.95})
+    (check,) = result["sites"]
+    assert check["site"] == "01" and check["target"] == 0.95 and check["meets"] is True

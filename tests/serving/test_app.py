@@ -18,6 +18,7 @@ from PIL import Image
 from werkzeug.serving import make_server
 
 from pneumo.config import Settings
+from pneumo.contract import platt
 from pneumo.monitoring.records import read_records
 from pneumo.serving import create_app
 
@@ -60,6 +61,11 @@ def test_prediction_has_every_field(client, xray: Image.Image, served_model: dic
     assert isinstance(body["probability"], float) and 0.0 <= body["probability"] <= 1.0
     assert body["threshold"] == pytest.approx(served_model["threshold"], abs=1e-6)
     assert (body["label"] == "PNEUMONIA") == (body["probability"] >= body["threshold"])
+    calibration = (served_model["calibration_a"], served_model["calibration_b"])  # Platt, fitted on val
+    assert body["calibrated_probability"] == pytest.approx(
+        float(platt(body["probability"], *calibration)), abs=1e-5
+    )
+    assert body["site"] is None  # no PNEUMO_SITE: the version's own threshold
     assert body["model_name"] == MODEL and body["model_version"] == served_model["version"]
     assert len(body["request_id"]) == 36 and body["latency_ms"] > 0
     assert "gradcam_png" not in body

@@ -44,6 +44,8 @@ def test_a_clinician_predicts_confirms_and_corrects_on_the_page(
         page.wait_for_selector("#result", state="visible", timeout=60_000)
         label = page.inner_text("#label")
         assert label in ("PNEUMONIA", "NORMAL")
+        assert page.inner_text("#probability").endswith("%")  # the calibrated probability
+        assert page.inner_text("#threshold").endswith("(the model's own)")
         assert page.get_attribute("#heatmap", "src").startswith("data:image/png;base64,")  # Grad-CAM shown
         request_id = page.inner_text("#request").split()[0]
 
