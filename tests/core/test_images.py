@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -26,10 +27,42 @@ def test_prepare_gives_square_uint8_for_every_mode(image: Image.Image):
     assert out.shape == (32, 32) and out.dtype == np.uint8
 
 
-def test_prepare_scales_16_bit_by_its_range():
-    pixels = np.linspace(1000, 3000, 64 * 64).reshape(64, 64).astype(np.uint16)
-    out = prepare(Image.fromarray(pixels), 64, "crop")
-    assert out.min() <= 1 and out.max() >= 254
+def _png16(pixels: np.ndarray, bits: int | None = None) -> bytes:
+    """A 16-bit grayscale PNG, with an sBIT chunk declaring ``bits`` significant bits."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint16)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    if bits is None:
+        return data
+    chunk = b"sBIT" + bytes([bits])
+    return data[:33] + (1).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + data[33:]
+
+
+TWELVE_BIT = (np.random.default_rng(0).random((256, 256)) * 4095).astype(np.uint16)
+
+
+@pytest.mark.parametrize("declared", [12, None], ids=["sBIT 12", "undeclared"])
+def test_16_bit_is_scaled_by_its_bit_depth_so_a_hot_pixel_changes_nothing(declared: int | None):
+    hot = TWELVE_BIT.copy()
+    hot[10, 10] = 65535  # one saturated detector pixel
+    plain, spoiled = (prepare(decode(_png16(p, declared)), 224) for p in (TWELVE_BIT, hot))
+    assert abs(plain.mean() - 127.5) < 2  # a 12-bit image fills the 8-bit range, as a viewer shows it
+    assert abs(float(plain.mean()) - float(spoiled.mean())) / 255 < 0.002
+    assert np.mean(plain != spoiled) < 0.001  # only the pixels around the hot one differ
+
+
+def test_16_bit_is_never_stretched_by_its_own_extremes():
+    narrow = np.linspace(1000, 3000, 64 * 64).reshape(64, 64)  # a 12-bit image of middling greys
+    out = prepare(decode(_png16(narrow, 12)), 64, "crop")
+    assert out.min() >= 60 and out.max() <= 190  # 1000/4095*255 = 62, 3000/4095*255 = 187
+    full = prepare(decode(_png16(TWELVE_BIT.astype(np.uint32) * 16, 16)), 64)  # the same image, 16 bits
+    assert np.abs(full.astype(int) - prepare(decode(_png16(TWELVE_BIT, 12)), 64)).max() <= 1
+
+
+def test_a_training_copy_keeps_the_declared_bit_depth():
+    copy = decode(deidentified_png(_png16(TWELVE_BIT, 12)))
+    assert copy.info["bits_stored"] == 12
+    assert np.array_equal(prepare(copy, 64), prepare(decode(_png16(TWELVE_BIT, 12)), 64))
 
 
 def test_square_crop_removes_aspect_ratio():
