@@ -232,10 +232,10 @@ class ModelHolder:
     def _follow_site_threshold(self, version: Any) -> bool:
         """The version in hand, deciding at its site threshold as now stored (``pneumo calibrate``
         may set or change it at any time); a new object, so requests in flight keep theirs."""
-        current = self.current
-        if (VersionSpec.of(version).decision_threshold(self.site)) == (current.threshold, current.site):
+        current, spec = self.current, VersionSpec.of(version)
+        if spec.decision_threshold(self.site) == (current.threshold, current.site):
             return False  # unchanged: checked every reload interval, said nothing
-        threshold, site = _site_threshold(VersionSpec.of(version), self.name, version, self.site)
+        threshold, site = _site_threshold(spec, self.name, version, self.site)
         self.current = replace(current, threshold=threshold, site=site)
         log.info("%s v%s now decides at %.4f (site %s; was %.4f)", self.name, current.version, threshold,
                  site or "none: the version's own", current.threshold)  # fmt: skip
