@@ -13,7 +13,7 @@ import pandas as pd
 
 from pneumo.synth import NIH_CSV
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 NIH_REQUIRED = ["Image Index", "Finding Labels", "Patient ID"]
 POSITIVE_DIRS = {"pneumonia"}
 NEGATIVE_DIRS = {"normal", "no finding", "no_finding"}
@@ -95,7 +95,7 @@ def _read_one(root: Path, positive: str, negative: str) -> pd.DataFrame:
     if table.empty:
         raise DataError(
             f"no labelled images found in {root} as {layout}; expected {NIH_CSV} with image files "
-            "or NORMAL/ and PNEUMONIA/ folders of .png/.jpg images"
+            "or NORMAL/ and PNEUMONIA/ folders of .png/.jpg/.dcm images"
         )
     return table
 

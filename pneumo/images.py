@@ -11,23 +11,18 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from pneumo.dicom import is_dicom, read_dicom
+from pneumo.image_errors import (  # noqa: F401  (re-exported: callers catch them from here)
+    CorruptImage,
+    DegenerateImage,
+    ImageError,
+    ImageTooLarge,
+    UnsupportedImage,
+)
+
 SQUARE_MODES = ("crop", "pad", "stretch")
-
-
-class ImageError(ValueError):
-    """An input that is not a usable image; the message says why."""
-
-
-class UnsupportedImage(ImageError):
-    """Empty, not an image, or an image format that is not accepted."""
-
-
-class ImageTooLarge(ImageError):
-    """More pixels than allowed (decompression bombs included)."""
-
-
-class CorruptImage(ImageError):
-    """A recognised image format whose data is truncated or damaged."""
+MIN_SIDE = 32  # pixels: a smaller side cannot be a chest X-ray
+MAX_ASPECT = 3.0  # long side over short side: beyond it, a strip, not a chest X-ray
 
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
@@ -106,11 +101,12 @@ def prepare(image: Image.Image, size: int, square_mode: str = "crop") -> np.ndar
 
 
 def decode(data: bytes, formats: tuple[str, ...] | None = None, max_pixels: int | None = None) -> Image.Image:
-    """Decode and fully load image bytes.
+    """Decode and fully load image bytes: JPEG, PNG and the rest PIL reads, and DICOM (rendered to
+    8-bit grayscale by :func:`pneumo.dicom.read_dicom`; ``image.info["format"]`` says ``"DICOM"``).
 
     Args:
         data: the file's bytes.
-        formats: PIL format names to accept (e.g. ``("JPEG", "PNG")``); None accepts any.
+        formats: format names to accept (e.g. ``("JPEG", "PNG", "DICOM")``); None accepts any.
         max_pixels: refuse larger images before decoding them (decompression bombs).
 
     Raises:
@@ -120,14 +116,19 @@ def decode(data: bytes, formats: tuple[str, ...] | None = None, max_pixels: int 
     """
     if not data:
         raise UnsupportedImage("the file is empty")
+    accepted = " or ".join(formats) if formats else "an image"
+    if is_dicom(data):
+        if formats is not None and "DICOM" not in formats:
+            raise UnsupportedImage(f"DICOM files are not supported here: send {accepted}")
+        return read_dicom(data, max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UnsupportedImage("not a readable image: send a JPEG or PNG file") from error
+        raise UnsupportedImage(f"not a readable image: send {accepted}") from error
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(str(error)) from error
     if formats is not None and image.format not in formats:
-        raise UnsupportedImage(f"{image.format} images are not supported: send {' or '.join(formats)}")
+        raise UnsupportedImage(f"{image.format} images are not supported: send {accepted}")
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLarge(f"{width}x{height} pixels is more than the {max_pixels} allowed")
@@ -142,6 +143,25 @@ def decode(data: bytes, formats: tuple[str, ...] | None = None, max_pixels: int 
         if bits is not None:
             image.info[BITS_STORED] = bits
     return image
+
+
+def check_proportions(
+    size: tuple[int, int], min_side: int = MIN_SIDE, max_aspect: float = MAX_ASPECT
+) -> None:
+    """Refuse an image too small or too elongated to be a chest X-ray (a 1x1 or 1x4000 image would
+    otherwise be stretched into the model and answered with a label).
+
+    Raises:
+        DegenerateImage: a side below ``min_side`` pixels, or long/short side above ``max_aspect``.
+    """
+    width, height = size
+    if min(width, height) < min_side:
+        raise DegenerateImage(f"{width}x{height} pixels is too small: each side needs {min_side} or more")
+    if max(width, height) / min(width, height) > max_aspect:
+        raise DegenerateImage(
+            f"{width}x{height} pixels is too elongated for a chest X-ray: the long side may be at most "
+            f"{max_aspect:g} times the short one"
+        )
 
 
 BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
@@ -192,8 +212,14 @@ def deidentified_png(data: bytes) -> bytes:
     """The image's pixels alone, as PNG: no EXIF, no text chunks, no file name, nothing but pixels.
 
     A confirmed image becomes training data this way (``POST /feedback``); palette images become
-    RGB, every other mode (8 or 16 bit, gray or colour) keeps its pixel values.
+    RGB, every other mode (8 or 16 bit, gray or colour) keeps its pixel values. A DICOM file becomes
+    its rendered 8-bit view (:func:`pneumo.dicom.read_dicom`): what the model saw, without one field
+    of its header.
     """
+    if is_dicom(data):
+        buffer = io.BytesIO()
+        read_dicom(data).save(buffer, "PNG")
+        return buffer.getvalue()
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         if image.mode in ("P", "PA", "CMYK", "YCbCr", "LA"):

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
+import os
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import onnxruntime
 from mlflow.exceptions import MlflowException
+
+from pneumo.contract import ONNX_ARTIFACT
+
+log = logging.getLogger(__name__)
+Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
 
 
 def load_keras(model_uri: str) -> Any:
@@ -23,6 +34,28 @@ def load_keras(model_uri: str) -> Any:
         )
     release_free_memory()
     return model
+
+
+def onnx_runtime(run_id: str) -> Runtime | None:
+    """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
+    folder, _, _ = ONNX_ARTIFACT.rpartition("/")
+    if ONNX_ARTIFACT not in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, folder)}:
+        log.warning("run %s has no ONNX graph: serving with TensorFlow", run_id)
+        return None
+    # A failing download raises: the holder keeps the model in hand and tries again later.
+    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as scratch:
+        path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=scratch)
+        graph = Path(path).read_bytes()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = int(os.environ.get("PNEUMO_ONNX_THREADS", "0"))  # 0: all cores
+    session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, activations = session.run(None, {input_name: batch})
+        return probabilities, activations
+
+    return run
 
 
 NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")

@@ -21,7 +21,7 @@ from PIL import Image
 from pneumo.augment import context, context_side
 from pneumo.config import workdir
 from pneumo.datasets import DataError, read_labelled
-from pneumo.images import ImageError, decode, prepare
+from pneumo.images import ImageError, check_proportions, decode, prepare
 
 SPLITS = ("train", "val", "test")
 FORMAT = 3  # of the processed folder: part of its cache key, so older folders are not reused
@@ -85,7 +85,9 @@ def load_images(paths: pd.Series, size: int, square: str) -> tuple[np.ndarray, l
     images, unreadable = [], []
     for position, path in enumerate(paths):
         try:
-            images.append(prepare(decode(Path(path).read_bytes()), size, square))
+            original = decode(Path(path).read_bytes())
+            check_proportions(original.size)  # what the service refuses, training and evaluation skip
+            images.append(prepare(original, size, square))
         except (ImageError, OSError) as error:
             print(f"skipping unreadable image {Path(path).name}: {error}")
             unreadable.append(position)

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from pneumo.config import Settings, admin_token, apply_client_env, load_params, state_dir
 from pneumo.contract import CHAMPION, check_site
+from pneumo.images import MAX_ASPECT, MIN_SIDE
 from pneumo.serving import metrics
 from pneumo.serving.api import bp as api_bp
 from pneumo.serving.feedback import bp as feedback_bp
@@ -30,6 +31,8 @@ def app_config_from_env() -> dict[str, Any]:
         "RELOAD_INTERVAL_S": float(env("PNEUMO_RELOAD_INTERVAL", "30")),
         "MAX_CONTENT_LENGTH": int(float(env("PNEUMO_MAX_UPLOAD_MB", "20")) * 1024 * 1024),
         "MAX_PIXELS": int(env("PNEUMO_MAX_PIXELS", str(50_000_000))),
+        "MIN_SIDE": int(env("PNEUMO_MIN_SIDE", str(MIN_SIDE))),  # smaller images: 422
+        "MAX_ASPECT": float(env("PNEUMO_MAX_ASPECT", str(MAX_ASPECT))),  # more elongated: 422
         "API_TOKEN": env("PNEUMO_API_TOKEN") or None,
         "ADMIN_TOKEN": admin_token(),  # PNEUMO_ADMIN_TOKEN, or the one `pneumo deploy` made
         "RECORDS_URL": Settings.from_env().records_url,

@@ -7,14 +7,25 @@ import uuid
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
-from pneumo.images import CorruptImage, ImageTooLarge, UnsupportedImage, decode, prepare
+from pneumo.images import (
+    CorruptImage,
+    DegenerateImage,
+    ImageTooLarge,
+    UnsupportedImage,
+    check_proportions,
+    decode,
+    prepare,
+)
 from pneumo.serving import metrics
 from pneumo.serving.auth import require_token
 from pneumo.serving.records import Observation, now
 
 bp = Blueprint("api", __name__)
-ACCEPTED_FORMATS = ("JPEG", "PNG", "MPO")  # MPO: the JPEG variant many cameras write
-IMAGE_TYPES = ("image/jpeg", "image/png")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "MPO", "DICOM")  # MPO: the JPEG variant many cameras write
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/dicom")
+HOW_TO_SEND = (
+    "send multipart/form-data with a 'file' field, or an image/jpeg, image/png or application/dicom body"
+)
 
 
 @bp.get("/")
@@ -33,20 +44,14 @@ def _upload() -> bytes:
     if request.mimetype in IMAGE_TYPES:
         return request.get_data()
     if not request.mimetype:
-        abort(
-            400, "no image: send multipart/form-data with a 'file' field, or an image/jpeg or image/png body"
-        )
-    abort(
-        415,
-        f"content type {request.mimetype} is not supported: send multipart/form-data with a 'file' "
-        "field, or an image/jpeg or image/png body",
-    )
+        abort(400, f"no image: {HOW_TO_SEND}")
+    abort(415, f"content type {request.mimetype} is not supported: {HOW_TO_SEND}")
 
 
 @bp.post("/predict")
 @require_token("API_TOKEN")
 def predict():
-    """Classify one chest X-ray (JPEG or PNG; 8 or 16 bit; grayscale, RGB or RGBA)."""
+    """Classify one chest X-ray (JPEG, PNG or DICOM; 8 to 16 bit; grayscale, RGB or RGBA)."""
     started = time.perf_counter()
     holder = current_app.extensions["pneumo.model"]
     model = holder.current
@@ -62,6 +67,10 @@ def predict():
     except UnsupportedImage as error:
         abort(415, str(error))
     except CorruptImage as error:
+        abort(422, str(error))
+    try:
+        check_proportions(original.size, current_app.config["MIN_SIDE"], current_app.config["MAX_ASPECT"])
+    except DegenerateImage as error:
         abort(422, str(error))
     prepared = prepare(original, model.image_size, model.square)
     probability, embedding = model.predict(prepared)

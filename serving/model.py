@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import onnxruntime
 
-from pneumo.contract import ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec, platt
-from pneumo.models import alias_version, load_keras, release_free_memory
+from pneumo.contract import PCA_ARTIFACT, VersionSpec, platt
+from pneumo.models import Runtime, alias_version, load_keras, onnx_runtime, release_free_memory
 from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
 
 log = logging.getLogger(__name__)
-Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
 
 
 class LazyGradCam:
@@ -74,28 +69,6 @@ class LoadedModel:
         if self.projection is not None:
             embedding = embedding_columns(self.projection.project(activations)[0])
         return float(np.asarray(probabilities).reshape(-1)[0]), embedding
-
-
-def onnx_runtime(run_id: str) -> Runtime | None:
-    """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
-    folder, _, _ = ONNX_ARTIFACT.rpartition("/")
-    if ONNX_ARTIFACT not in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, folder)}:
-        log.warning("run %s has no ONNX graph: serving with TensorFlow", run_id)
-        return None
-    # A failing download raises: the holder keeps the model in hand and tries again later.
-    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as scratch:
-        path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=scratch)
-        graph = Path(path).read_bytes()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = int(os.environ.get("PNEUMO_ONNX_THREADS", "0"))  # 0: all cores
-    session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probabilities, activations = session.run(None, {input_name: batch})
-        return probabilities, activations
-
-    return run
 
 
 def keras_runtime(keras_model: Any, size: int) -> Runtime:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from pneumo.images import image_stats
+from pneumo.dicom import is_dicom
+from pneumo.images import deidentified_png, image_stats
 from pneumo.monitoring.records import make_engine, predictions
 from pneumo.serving.metrics import RECORDS_DROPPED
 from pneumo.storage import s3_client, split_uri
@@ -121,7 +122,9 @@ class Recorder:
     def _store_image(self, item: Observation) -> str:
         bucket, prefix = split_uri(self.image_uri_prefix or "")
         key = f"{prefix}/{item.created_at:%Y/%m/%d}/{item.request_id}".lstrip("/")
-        s3_client().upload_fileobj(io.BytesIO(item.raw or b""), bucket, key)
+        raw = item.raw or b""
+        body = deidentified_png(raw) if is_dicom(raw) else raw  # never a DICOM header: patient fields
+        s3_client().upload_fileobj(io.BytesIO(body), bucket, key)
         return f"s3://{bucket}/{key}"
 
 

@@ -118,10 +118,10 @@ def send_images(
 
 
 @contextlib.contextmanager
-def running_service(env: dict[str, str], ready: str = "/health") -> Iterator[str]:
+def running_service(env: dict[str, str], ready: str = "/health", log: Path | None = None) -> Iterator[str]:
     """The prediction service as deployed (gunicorn, 1 worker) on a free port, with ``env`` on top
     of this process's environment, once ``ready`` answers 200 (``/ready``: with its model loaded);
-    yields its URL and stops it after."""
+    yields its URL and stops it after. With ``log``, its output (access and error logs) goes there."""
     import socket
 
     import requests
@@ -132,8 +132,9 @@ def running_service(env: dict[str, str], ready: str = "/health") -> Iterator[str
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command, extra = gunicorn_command("127.0.0.1", port, workers=1, threads=2)
+    output = log.open("ab") if log else None
     server = subprocess.Popen(command, env={**os.environ, **extra, **env}, start_new_session=True,
-                              stdout=subprocess.DEVNULL)  # fmt: skip
+                              stdout=output or subprocess.DEVNULL, stderr=output)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
@@ -148,6 +149,8 @@ def running_service(env: dict[str, str], ready: str = "/health") -> Iterator[str
         yield url
     finally:
         terminate_group(server.pid)
+        if output:
+            output.close()
 
 
 def start_worker() -> subprocess.Popen:

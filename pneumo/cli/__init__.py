@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import typer
 
-from pneumo.cli import calibrate, data, deploy, evaluate, model, monitor, run, serve, stack, stages, train
+from pneumo.cli import (
+    calibrate,
+    data,
+    deploy,
+    evaluate,
+    model,
+    monitor,
+    predict,
+    run,
+    serve,
+    stack,
+    stages,
+    train,
+)
 
 app = typer.Typer(help="Pneumonia detection on chest X-rays, with its MLOps loop.", no_args_is_help=True)
 app.command("run")(run.run_demo)
 app.command("train")(train.train_cmd)
 app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("calibrate")(calibrate.calibrate_cmd)
+app.command("predict")(predict.predict_cmd)
 app.command("serve")(serve.serve)
 app.command("monitor")(monitor.monitor_cmd)
 app.command("deploy")(deploy.deploy_cmd)

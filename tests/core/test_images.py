@@ -7,9 +7,21 @@ import zlib
 
 import numpy as np
 import pytest
+from dicomfiles import PATIENT_NAME, dicom_bytes, dicom_from_gray
 from PIL import Image, PngImagePlugin
+from pydicom.uid import BasicTextSRStorage, JPEGLSLossless
 
-from pneumo.images import ImageError, decode, deidentified_png, prepare
+from pneumo.images import (
+    CorruptImage,
+    DegenerateImage,
+    ImageError,
+    UnsupportedImage,
+    check_proportions,
+    decode,
+    deidentified_png,
+    prepare,
+)
+from pneumo.synth import _anatomy, render_xray
 
 
 @pytest.mark.parametrize(
@@ -105,3 +117,84 @@ def test_a_training_copy_keeps_the_pixels_and_nothing_else():
     Image.fromarray(pixels.astype(np.uint16) * 257).save(sixteen, "PNG")
     with Image.open(io.BytesIO(deidentified_png(sixteen.getvalue()))) as copy:
         assert np.asarray(copy).max() == 250 * 257  # 16-bit values kept
+
+
+# DICOM: the default view a radiologist's viewer shows, through the same path as every other image.
+@pytest.fixture(scope="module")
+def xray() -> Image.Image:
+    """A chest-X-ray-like 8-bit image with structure (the synthetic generator's)."""
+    rng = np.random.default_rng(3)
+    return Image.fromarray(render_xray(rng, _anatomy(rng), True, 192))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize("bits", [12, 16])
+def test_a_dicom_shows_the_image_it_was_made_from(xray: Image.Image, photometric: str, bits: int):
+    data = dicom_from_gray(xray, bits=bits, photometric=photometric)
+    image = decode(data, ("PNG", "DICOM"))
+    assert image.mode == "L" and image.size == xray.size and image.info["format"] == "DICOM"
+    assert np.abs(np.asarray(image, int) - np.asarray(xray, int)).max() <= 1  # MONOCHROME1 inverted back
+
+
+def test_dicom_rescale_and_window_are_applied():
+    stored = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (256, 1))  # a ramp of every 16th value
+    # Rescaled to -1024..3071 (CT-like units), then a window of 0 +- 500: values below -500 are black.
+    image = decode(dicom_bytes(stored, 12, "MONOCHROME2", window=(0, 1000), intercept=-1024))
+    row = np.asarray(image)[0]
+    values = stored[0].astype(float) - 1024
+    assert (row[values <= -501] == 0).all() and (row[values >= 500] == 255).all()
+    middle = np.argmin(np.abs(values))
+    assert abs(int(row[middle]) - 128) <= 3
+
+
+def test_dicom_hot_pixel_beyond_its_bits_changes_nothing(xray: Image.Image):
+    clean = dicom_from_gray(xray, bits=12, photometric="MONOCHROME2")
+    stored = np.rint(np.asarray(xray, float) / 255 * 4095).astype(np.uint16)
+    stored[5, 5] = 65535  # a value the declared 12 bits cannot hold
+    spoiled = dicom_bytes(stored, 12, "MONOCHROME2")
+    a, b = (prepare(decode(d), 96) for d in (clean, spoiled))
+    assert np.mean(a != b) < 0.002
+
+
+def test_multi_frame_dicom_uses_the_first_frame(xray: Image.Image):
+    image = decode(dicom_from_gray(xray, frames=3))
+    assert image.size == xray.size and np.abs(np.asarray(image, int) - np.asarray(xray, int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "words"),
+    [
+        (lambda: dicom_bytes(np.zeros((64, 64), np.uint16), syntax=JPEGLSLossless), UnsupportedImage,
+         "JPEG-LS Lossless"),
+        (lambda: dicom_bytes(np.zeros((1, 1), np.uint16), sop_class=BasicTextSRStorage, with_pixels=False),
+         UnsupportedImage, "Basic Text SR Storage"),
+        (lambda: dicom_bytes(np.zeros((64, 64), np.uint16))[:-500], CorruptImage, "damaged"),
+        (lambda: dicom_bytes(np.zeros((64, 64), np.uint16)), UnsupportedImage, "DICOM files are not"),
+    ],
+    ids=["compressed syntax", "no image", "truncated", "not accepted"],
+)  # fmt: skip
+def test_unusable_dicom_says_what_was_sent(data, error, words: str):
+    formats = ("PNG",) if "not" in words else None
+    with pytest.raises(error, match=words) as raised:
+        decode(data(), formats)
+    assert PATIENT_NAME not in str(raised.value) and "Moreau" not in str(raised.value)
+
+
+def test_a_dicom_training_copy_holds_its_pixels_and_no_patient_field(xray: Image.Image):
+    data = dicom_from_gray(xray)
+    assert PATIENT_NAME.encode() in data
+    png = deidentified_png(data)
+    assert PATIENT_NAME.encode() not in png and b"Moreau" not in png
+    assert np.array_equal(np.asarray(decode(png)), np.asarray(decode(data)))
+
+
+@pytest.mark.parametrize(
+    ("size", "ok"),
+    [((1, 1), False), ((1, 4000), False), ((40, 200), False), ((32, 32), True), ((300, 900), True)],
+)
+def test_degenerate_sizes_are_refused(size: tuple[int, int], ok: bool):
+    if ok:
+        check_proportions(size)
+    else:
+        with pytest.raises(DegenerateImage, match=r"too small|too elongated"):
+            check_proportions(size)
