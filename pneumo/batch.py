@@ -91,7 +91,7 @@ def load_batch_model(uri: str | None, model_name: str, site: str | None = None) 
 
 def _keras_run(uri: str) -> Runtime:
     model = load_keras(uri)
-    return lambda batch: (model.predict(batch, verbose=0), np.zeros((len(batch), 0), np.float32))
+    return lambda batch: (model.predict(batch, verbose=0), np.zeros((len(batch), 0), np.float32), None)
 
 
 def predict_files(paths: list[Path], model: BatchModel, progress: Any = print) -> pd.DataFrame:
@@ -106,7 +106,7 @@ def predict_files(paths: list[Path], model: BatchModel, progress: Any = print) -
         except (ImageError, OSError) as error:
             rows.append({**row, "error": str(error)})
             continue
-        probabilities, _ = model.run(model_input(prepared[np.newaxis]))
+        probabilities, _, _ = model.run(model_input(prepared[np.newaxis]))
         probability = float(np.asarray(probabilities).reshape(-1)[0])
         calibration = model.spec.calibration
         calibrated = None if calibration is None else float(platt(probability, *calibration))

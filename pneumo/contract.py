@@ -19,7 +19,8 @@ CHAMPION, PREVIOUS = "champion", "previous"
 
 # Artifacts of a version's training run.
 MODEL_ARTIFACT = "model"  # the MLflow Keras model
-ONNX_ARTIFACT = "onnx/model.onnx"  # the serving graph: [probability, penultimate activations]
+ONNX_ARTIFACT = "onnx/model.onnx"  # the serving graph: [probability, penultimate activations, Grad-CAM map]
+# (versions trained before Grad-CAM was exported have the first two only)
 PCA_ARTIFACT = "monitoring/pca.json"  # the embedding's projection, fitted on the training images
 REFERENCE_ARTIFACT = "monitoring/reference.csv"  # monitoring features of the training images
 PARAMS_ARTIFACT = "recipe/params.json"  # the full parameters the version was trained with

@@ -19,7 +19,8 @@ from mlflow.exceptions import MlflowException
 from pneumo.contract import ONNX_ARTIFACT
 
 log = logging.getLogger(__name__)
-Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # batch -> (probabilities, activations)
+# batch -> (probabilities, penultimate activations, Grad-CAM maps or None when the graph has none)
+Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 
 
 def load_keras(model_uri: str) -> Any:
@@ -51,9 +52,9 @@ def onnx_runtime(run_id: str) -> Runtime | None:
     session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probabilities, activations = session.run(None, {input_name: batch})
-        return probabilities, activations
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        probabilities, activations, *cams = session.run(None, {input_name: batch})
+        return probabilities, activations, cams[0] if cams else None
 
     return run
 

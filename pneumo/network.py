@@ -214,3 +214,47 @@ def fit_on_contexts(
 def predict(model: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
     """Probabilities of pneumonia for prepared uint8 images ``(N, size, size)``."""
     return model.predict(model_input(x), batch_size=batch, verbose=0).reshape(-1)
+
+
+class GradCamMap(layers.Layer):
+    """Grad-CAM of this project's head, in closed form, so that it exports into the ONNX graph.
+
+    The head is ``GlobalAveragePooling2D -> Dense(relu) -> Dropout -> Dense(1, sigmoid)``. The
+    gradient of the logit with respect to feature map cell ``(i, j, k)`` is ``g_k / (h * w)`` with
+    ``g = W1 @ (relu'(z) * w2)``, the same at every cell, so Grad-CAM's channel weights are ``g`` up
+    to a positive factor that the normalisation removes (as is the sigmoid's, for a map taken from
+    the probability). The map is ``relu(sum_k g_k A_ijk)`` scaled to a maximum of 1.
+    """
+
+    def __init__(self, hidden_kernel: np.ndarray, output_kernel: np.ndarray, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._w1 = np.asarray(hidden_kernel, np.float32)  # (channels, units)
+        self._w2 = np.asarray(output_kernel, np.float32).reshape(-1)  # (units,)
+
+    def call(self, feature_map, hidden):
+        active = keras.ops.cast(keras.ops.greater(hidden, 0.0), "float32")  # relu'(z): relu(z) > 0
+        weights = keras.ops.matmul(active * self._w2, keras.ops.transpose(self._w1))  # (batch, channels)
+        cam = keras.ops.relu(keras.ops.sum(feature_map * weights[:, None, None, :], axis=-1))
+        return cam / (keras.ops.max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+
+
+def serving_graph(model: keras.Model) -> keras.Model:
+    """The graph the service runs: ``[probability, penultimate activations, Grad-CAM map]``, the
+    map computed by :class:`GradCamMap` in the same pass (no gradient, no TensorFlow at serving).
+
+    Raises:
+        ValueError: the model's head is not the one :func:`build_network` makes (no closed form).
+    """
+    pool, hidden, output = (model.get_layer(name) for name in (FEATURE_POOL, EMBEDDING_LAYER, OUTPUT_LAYER))
+    dropout = [layer for layer in model.layers if layer._inbound_nodes and layer.input is hidden.output]
+    expected = [
+        isinstance(pool, layers.GlobalAveragePooling2D) and hidden.input is pool.output,
+        hidden.activation is keras.activations.relu and output.activation is keras.activations.sigmoid,
+        len(dropout) == 1 and isinstance(dropout[0], layers.Dropout) and output.input is dropout[0].output,
+    ]
+    if not all(expected):
+        raise ValueError(
+            f"{model.name} does not end in the head build_network makes: no closed-form Grad-CAM"
+        )
+    cam = GradCamMap(hidden.kernel.numpy(), output.kernel.numpy(), name="gradcam")(pool.input, hidden.output)
+    return keras.Model(model.inputs, [model.outputs[0], hidden.output, cam], name=f"{model.name}_serving")

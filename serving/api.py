@@ -18,6 +18,7 @@ from pneumo.images import (
 )
 from pneumo.serving import metrics
 from pneumo.serving.auth import require_token
+from pneumo.serving.heatmap import overlay_png
 from pneumo.serving.records import Observation, now
 
 bp = Blueprint("api", __name__)
@@ -73,7 +74,7 @@ def predict():
     except DegenerateImage as error:
         abort(422, str(error))
     prepared = prepare(original, model.image_size, model.square)
-    probability, embedding = model.predict(prepared)
+    probability, embedding, computed_cam = model.predict(prepared)
     label = "PNEUMONIA" if probability >= model.threshold else "NORMAL"
     calibrated = model.calibrated(probability)  # what the score means as a probability (Platt)
     body = {
@@ -88,8 +89,9 @@ def predict():
     }
     if request.args.get("explain") in ("1", "true", "yes"):
         try:
-            body["gradcam_png"] = model.gradcam.overlay_png(prepared)
-        except Exception as error:  # e.g. the registry is down when the Keras model is first needed
+            cam = model.cam(prepared, computed_cam)
+            body["gradcam_png"] = None if cam is None else overlay_png(prepared, cam)
+        except Exception as error:  # e.g. the registry is down when an old version's Keras model is needed
             current_app.logger.warning("Grad-CAM unavailable: %s", error)
             body["gradcam_png"], body["gradcam_error"] = None, "explanation unavailable right now"
     body["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)

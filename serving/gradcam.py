@@ -1,16 +1,14 @@
-"""Grad-CAM: where in the X-ray the model looked, as a heat map over the image."""
+"""Grad-CAM with TensorFlow, for versions whose ONNX graph does not carry the map (trained before
+it was exported, or with a head that has no closed form): where in the X-ray the model looked."""
 
 from __future__ import annotations
-
-import base64
-import io
 
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from pneumo.contract import FEATURE_POOL
+from pneumo.serving.heatmap import overlay_png
 
 
 class GradCam:
@@ -41,20 +39,10 @@ class GradCam:
         cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1))[0]
         return cam / (tf.reduce_max(cam) + 1e-8)
 
-    def heatmap(self, prepared: np.ndarray) -> np.ndarray:
-        """The map in [0, 1], upsampled to the prepared image's size."""
-        image = tf.constant(prepared[np.newaxis, :, :, np.newaxis], tf.float32)
-        cam = self._maps(image).numpy()
-        resized = Image.fromarray((cam * 255).astype(np.uint8)).resize(prepared.shape[::-1], Image.BILINEAR)
-        return np.asarray(resized, np.float32) / 255.0
+    def cam(self, prepared: np.ndarray) -> np.ndarray:
+        """The coarse map in [0, 1] on the feature map's grid."""
+        return self._maps(tf.constant(prepared[np.newaxis, :, :, np.newaxis], tf.float32)).numpy()
 
     def overlay_png(self, prepared: np.ndarray) -> str:
         """The X-ray with the heat map blended over it, as a base64 PNG."""
-        heat = self.heatmap(prepared)
-        gray = prepared.astype(np.float32)[..., np.newaxis].repeat(3, axis=-1)
-        colour = np.stack([heat, heat**2 * 0.8, (1 - heat) * 0.2], axis=-1) * 255  # dark to red-yellow
-        alpha = 0.55 * heat[..., np.newaxis]
-        blended = (gray * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(blended, "RGB").save(buffer, "PNG")
-        return base64.b64encode(buffer.getvalue()).decode("ascii")
+        return overlay_png(prepared, self.cam(prepared))

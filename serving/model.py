@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class LazyGradCam:
-    """Grad-CAM, built on first use: it needs TensorFlow, which the ONNX path never imports otherwise."""
+    """Grad-CAM with TensorFlow, built on first use, for versions whose ONNX graph has no map: the
+    ONNX path never imports TensorFlow otherwise."""
 
     def __init__(self, model_uri: str, keras_model: Any = None) -> None:
         self._model_uri, self._keras_model = model_uri, keras_model
@@ -29,15 +30,15 @@ class LazyGradCam:
         self._built = False
         self._cam: Any = None
 
-    def overlay_png(self, prepared: np.ndarray) -> str | None:
-        """The heat map over the image as base64 PNG; None when the model has no feature map."""
+    def cam(self, prepared: np.ndarray) -> np.ndarray | None:
+        """The coarse map in [0, 1]; None when the model has no feature map."""
         with self._lock:
             if not self._built:
                 from pneumo.serving.gradcam import GradCam
 
                 self._cam = GradCam.for_model(self._keras_model or load_keras(self._model_uri))
                 self._keras_model, self._built = None, True
-        return self._cam.overlay_png(prepared) if self._cam is not None else None
+        return self._cam.cam(prepared) if self._cam is not None else None
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,25 @@ class LoadedModel:
     projection: Projection | None = field(repr=False)
     site: str | None = None  # the site whose threshold ``threshold`` is; None: the version's own
     calibration: tuple[float, float] | None = None  # Platt scaling of the version (its tags)
+    explained_by: str = "tensorflow"  # "onnx": the graph computes Grad-CAM with every prediction
 
     def calibrated(self, probability: float) -> float | None:
         """The probability as Platt scaling maps it (None for versions trained without it)."""
         return None if self.calibration is None else float(platt(probability, *self.calibration))
 
-    def predict(self, prepared: np.ndarray) -> tuple[float, dict[str, float] | None]:
-        """Probability of pneumonia for one prepared ``(size, size)`` uint8 image, and its embedding."""
-        probabilities, activations = self.run(prepared[np.newaxis, :, :, np.newaxis].astype(np.float32))
+    def predict(self, prepared: np.ndarray) -> tuple[float, dict[str, float] | None, np.ndarray | None]:
+        """Probability of pneumonia for one prepared ``(size, size)`` uint8 image, its embedding, and
+        its Grad-CAM map when the graph computes one in the same pass (None: see :meth:`cam`)."""
+        probabilities, activations, cams = self.run(prepared[np.newaxis, :, :, np.newaxis].astype(np.float32))
         embedding = None
         if self.projection is not None:
             embedding = embedding_columns(self.projection.project(activations)[0])
-        return float(np.asarray(probabilities).reshape(-1)[0]), embedding
+        return float(np.asarray(probabilities).reshape(-1)[0]), embedding, None if cams is None else cams[0]
+
+    def cam(self, prepared: np.ndarray, computed: np.ndarray | None) -> np.ndarray | None:
+        """The Grad-CAM map of an image: the one the graph ``computed`` with the prediction, or, for
+        versions whose graph has none, TensorFlow's (:class:`LazyGradCam`)."""
+        return computed if computed is not None else self.gradcam.cam(prepared)
 
 
 def keras_runtime(keras_model: Any, size: int) -> Runtime:
@@ -80,9 +88,9 @@ def keras_runtime(keras_model: Any, size: int) -> Runtime:
         lambda x: both(x, training=False), input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)]
     )
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
         probabilities, activations = function(tf.constant(batch))
-        return probabilities.numpy(), activations.numpy()
+        return probabilities.numpy(), activations.numpy(), None
 
     return run
 
@@ -102,6 +110,7 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
     else:
         keras_model = load_keras(uri)
         runtime, run, gradcam = "tensorflow", keras_runtime(keras_model, size), LazyGradCam(uri, keras_model)
+    _, _, cams = run(np.zeros((1, size, size, 1), np.float32))  # warm up before the first request
     loaded = LoadedModel(
         name=name,
         version=str(version.version),
@@ -116,8 +125,8 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
         projection=_projection(version.run_id),
         site=calibrated,
         calibration=spec.calibration,
+        explained_by="onnx" if cams is not None else "tensorflow",
     )
-    loaded.predict(np.zeros((size, size), np.uint8))  # warm up before the first request
     release_free_memory()
     return loaded
 

@@ -20,7 +20,7 @@ from prefect import task
 from pneumo.config import ROOT
 from pneumo.contract import HISTORY_ARTIFACT, MODEL_ARTIFACT, ONNX_ARTIFACT, SUMMARY_ARTIFACT
 from pneumo.monitoring.features import with_embedding
-from pneumo.network import build_network, make_dataset, training_data
+from pneumo.network import build_network, make_dataset, serving_graph, training_data
 from pneumo.orchestration import Progress
 from pneumo.processed import load_split
 from pneumo.services import until_reachable
@@ -68,8 +68,14 @@ def git_commit() -> str:
 
 
 def log_onnx(model: keras.Model, example: np.ndarray) -> None:
-    """Log the serving graph (probability and penultimate activations) as ONNX to the active run."""
-    both = with_embedding(model)
+    """Log the serving graph as ONNX to the active run: probability, penultimate activations and the
+    Grad-CAM map (:func:`pneumo.network.serving_graph`), so the service explains without
+    TensorFlow; a model with another head gets the first two only (served, explained by TensorFlow)."""
+    try:
+        both = serving_graph(model)
+    except ValueError as error:
+        print(f"{error}: the service will compute Grad-CAM with TensorFlow")
+        both = with_embedding(model)
     both(example)  # Keras exports only models that have been called
     with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as folder:
         path = Path(folder) / "model.onnx"

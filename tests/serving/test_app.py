@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -47,7 +48,7 @@ def test_page_health_and_ready(client, served_model: dict):
     body = ready.get_json()
     assert body["ready"] and body["model_name"] == MODEL and body["alias"] == "champion"
     assert body["model_version"] == served_model["version"] and body["loaded_at"]
-    assert body["registry_reachable"] is True and body["runtime"] == "onnx"
+    assert body["registry_reachable"] is True and body["runtime"] == "onnx" and body["gradcam"] == "onnx"
 
 
 # --- valid predictions -------------------------------------------------------------------------------
@@ -302,11 +303,26 @@ def test_onnx_graph_answers_like_the_keras_model(app, served_model: dict, xray: 
     """The service runs the exported ONNX graph; it must agree with the registered Keras model."""
     from pneumo.images import prepare
     from pneumo.models import load_keras
+    from pneumo.serving.gradcam import GradCam
     from pneumo.serving.model import keras_runtime, onnx_runtime
 
     model = app.extensions["pneumo.model"].current
     assert model.runtime == "onnx"
     batch = prepare(xray, model.image_size, model.square)[np.newaxis, :, :, np.newaxis].astype(np.float32)
-    onnx_p, onnx_a = onnx_runtime(served_model["run_id"])(batch)
-    keras_p, keras_a = keras_runtime(load_keras(served_model["model_uri"]), model.image_size)(batch)
+    onnx_p, onnx_a, onnx_cam = onnx_runtime(served_model["run_id"])(batch)
+    keras_model = load_keras(served_model["model_uri"])
+    keras_p, keras_a, _ = keras_runtime(keras_model, model.image_size)(batch)
     assert np.allclose(onnx_p, keras_p, atol=1e-5) and np.allclose(onnx_a, keras_a, atol=1e-4)
+    # The graph's closed-form Grad-CAM is TensorFlow's gradient-taped one.
+    tf_cam = GradCam(keras_model).cam(batch[0, :, :, 0].astype(np.uint8))
+    assert onnx_cam.shape == (1, *tf_cam.shape) and onnx_cam.max() > 0.99
+    assert np.abs(onnx_cam[0] - tf_cam).max() < 1e-3
+
+
+def test_a_version_whose_graph_has_no_map_is_explained_by_tensorflow(app, client, xray: Image.Image):
+    holder = app.extensions["pneumo.model"]
+    graph = holder.current.run
+    holder.current = replace(holder.current, run=lambda batch: (*graph(batch)[:2], None))  # an older graph
+    body = _post(client, _encode(xray), query="?explain=1").get_json()
+    heatmap = Image.open(io.BytesIO(base64.b64decode(body["gradcam_png"])))
+    assert heatmap.size == (holder.current.image_size,) * 2 and "gradcam_error" not in body
