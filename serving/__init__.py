@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
 from typing import Any
 
 from flask import Flask, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from pneumo.config import Settings, admin_token, apply_client_env, load_params, state_dir
 from pneumo.contract import CHAMPION, check_site
@@ -20,6 +22,7 @@ from pneumo.serving.model import ModelHolder
 from pneumo.serving.ops import bp as ops_bp
 from pneumo.serving.records import Recorder, RecordsDatabase
 from pneumo.serving.reports import bp as reports_bp
+from pneumo.serving.security import allowed_origins, redact, refuse_cross_origin
 
 
 def app_config_from_env() -> dict[str, Any]:
@@ -39,6 +42,8 @@ def app_config_from_env() -> dict[str, Any]:
         "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
         "FEEDBACK_URI": Settings.from_env().feedback_uri,
         "SITE": env("PNEUMO_SITE") or None,  # decide at this site's threshold (`pneumo calibrate`)
+        "METRICS_TOKEN": env("PNEUMO_METRICS_TOKEN") or None,  # /metrics as a bearer token, when set
+        "ALLOWED_ORIGINS": allowed_origins(env("PNEUMO_ALLOWED_ORIGINS")),  # browser POSTs from elsewhere
     }
 
 
@@ -83,6 +88,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def _start_clock() -> None:
         g.started = time.perf_counter()
 
+    app.before_request(refuse_cross_origin)
+
     @app.after_request
     def _count(response):
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
@@ -95,9 +102,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         response = error.get_response()  # keeps Allow, WWW-Authenticate, ... headers
-        response.set_data(json.dumps({"error": error.description, "status": error.code}))
+        response.set_data(json.dumps({"error": redact(error.description), "status": error.code}))
         response.content_type = "application/json"
         return response
+
+    @app.errorhandler(ClientDisconnected)
+    def _incomplete_body(error: ClientDisconnected):
+        """The body ended early, or stalled longer than ``PNEUMO_BODY_TIMEOUT`` (gunicorn.conf.py)."""
+        stalled = isinstance(error.__context__, TimeoutError)
+        message = "the request body did not arrive in time" if stalled else "the request body ended early"
+        response = jsonify(error=f"{message}; send it again", status=408 if stalled else 400)
+        response.headers["Connection"] = "close"  # what is left of the body must not be read as a request
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:  # nothing more is read: gunicorn's closing linger must not wait for the body
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+        return response, 408 if stalled else 400
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -21,6 +21,17 @@ errorlog = "-"
 loglevel = os.environ.get("PNEUMO_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
+body_timeout = float(os.environ.get("PNEUMO_BODY_TIMEOUT", "10"))
+
+
+def pre_request(worker, req):
+    """Read the rest of the request with a timeout: a client that announces a body and stalls gets
+    408 after ``PNEUMO_BODY_TIMEOUT`` idle seconds instead of holding a thread for ever."""
+    sock = getattr(req.unreader, "sock", None)
+    if sock is not None:
+        sock.settimeout(body_timeout)
+
+
 # Prometheus: each worker writes its own files, /metrics merges them. The variable must be set
 # before prometheus_client is first imported.
 _metrics_dir = tempfile.mkdtemp(prefix="pneumo-metrics-")

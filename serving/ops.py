@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from functools import cache
+from importlib import resources
+
+import yaml
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from pneumo.monitoring.records import add_operator_event
 from pneumo.serving import metrics
 from pneumo.serving.auth import require_token
+from pneumo.serving.security import redact
 
 bp = Blueprint("ops", __name__)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The API contract (``serving/openapi.yaml``), as JSON."""
+    return jsonify(contract())
+
+
+@cache
+def contract() -> dict:
+    """The OpenAPI document shipped with the package."""
+    return yaml.safe_load(resources.files("pneumo.serving").joinpath("openapi.yaml").read_text())
 
 
 @bp.get("/health")
@@ -36,15 +53,16 @@ def ready():
         "loaded_at": model.loaded_at if model else None,
         "registry_reachable": holder.registry_reachable,
         "last_registry_check": holder.last_check,
-        "last_error": holder.last_error,
+        "last_error": redact(holder.last_error),
         "auth_required": current_app.config["API_TOKEN"] is not None,
     }
     return jsonify(body), 200 if model else 503
 
 
 @bp.get("/metrics")
+@require_token("METRICS_TOKEN")
 def prometheus():
-    """Prometheus text exposition."""
+    """Prometheus text exposition (behind ``PNEUMO_METRICS_TOKEN`` when one is set)."""
     payload, content_type = metrics.exposition()
     return Response(payload, content_type=content_type)
 
@@ -60,7 +78,7 @@ def reload():
         swapped=swapped,
         model_version=model.version if model else None,
         registry_reachable=holder.registry_reachable,
-        error=holder.last_error,
+        error=redact(holder.last_error),
     )
 
 

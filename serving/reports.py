@@ -19,6 +19,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from pneumo.config import Settings
 from pneumo.monitoring.performance import describe_site
 from pneumo.monitoring.records import recent_operator_events
+from pneumo.serving.auth import require_token
 from pneumo.serving.trend import trend_svg
 from pneumo.storage import s3_client
 
@@ -130,6 +131,7 @@ def summarised(settings: Settings, limit: int = ROWS) -> list[dict[str, Any]]:
 
 
 @bp.get("/reports")
+@require_token("API_TOKEN")
 def index():
     """The reports newest first, with the trend chart (``?format=json`` for a machine)."""
     settings = Settings.from_env()
@@ -161,6 +163,7 @@ def operator_events(limit: int = 10) -> list[dict[str, Any]] | None:
 
 
 @bp.get("/reports/<path:key>")
+@require_token("API_TOKEN")
 def show(key: str):
     """One report (HTML) or summary (JSON), streamed from S3."""
     if not REPORT_KEY.fullmatch(key):
