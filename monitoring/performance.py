@@ -19,6 +19,7 @@ import pandas as pd
 
 from pneumo.metrics import auc, binary_metrics, bootstrap_intervals, interval
 from pneumo.monitoring.records import LABELS
+from pneumo.monitoring.wording import describe_site
 
 MEASURED = ("auc", "sensitivity", "specificity")
 
@@ -126,27 +127,6 @@ def site_checks(
         check["clearly_below"] = bool(judged and check["interval"][1] < target)
         checks.append(check)
     return checks
-
-
-def describe_site(check: dict[str, Any]) -> str:
-    """One site's check as a sentence."""
-    target = (
-        "no target (not calibrated on this version)"
-        if check["target"] is None
-        else f"target {check['target']}"
-    )
-    if not check["positives"]:
-        return f"site {check['site']}: no confirmed pneumonia cases yet ({target})"
-    low, high = check["interval"]
-    seen = (f"site {check['site']}: live sensitivity {check['sensitivity']:.2f}"
-            + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
-            + f" on {check['positives']} confirmed pneumonia cases, {target}")  # fmt: skip
-    if check["meets"] is None:
-        return f"{seen}: too few to judge ({check['needed']} needed)"
-    if check["meets"]:
-        return f"{seen}: the site threshold still meets its target"
-    again = "clearly below" if check["clearly_below"] else "below"
-    return f"{seen}: {again} its target: calibrate again (pneumo calibrate --site {check['site']})"
 
 
 def describe(performance: dict[str, Any]) -> str:

@@ -18,10 +18,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from pneumo.contract import CHAMPION, VersionSpec, platt
+from pneumo.contract import CHAMPION, ONNX_ARTIFACT, VersionSpec, platt
 from pneumo.datasets import IMAGE_SUFFIXES
 from pneumo.images import ImageError, check_proportions, decode, model_input, prepare
-from pneumo.models import NOT_FOUND_CODES, Runtime, alias_version, load_keras, onnx_runtime
+from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
+from pneumo.registry import artifact
+from pneumo.runtime import Runtime, onnx_session_runtime
 
 COLUMNS = ["file", "label", "probability", "calibrated_probability", "threshold", "site", "model_version",
            "error"]  # fmt: skip
@@ -85,7 +87,10 @@ def load_batch_model(uri: str | None, model_name: str, site: str | None = None) 
     if site and calibrated is None:
         raise LookupError(f"{name} v{version.version} has no threshold for site {site!r}: "
                           f"run `pneumo calibrate --site {site} --data DIR` first")  # fmt: skip
-    run = onnx_runtime(version.run_id) or _keras_run(f"models:/{name}/{version.version}")
+    graph = artifact(
+        version.run_id, ONNX_ARTIFACT
+    )  # the service's runtime; Keras for versions without a graph
+    run = onnx_session_runtime(graph) if graph else _keras_run(f"models:/{name}/{version.version}")
     return BatchModel(name, str(version.version), spec, float(threshold), calibrated, run)
 
 

@@ -237,6 +237,23 @@ class VersionSpec:
             return self.sites[site].threshold, site
         return self.threshold, None
 
+    def operating_point(self, site: str | None) -> dict[str, Any] | None:
+        """What deciding at :meth:`decision_threshold` means: the sensitivity and specificity measured
+        there, and on what (the site's calibration sample, or the version's test split); None when
+        the version has no such measurement."""
+        if site and site in self.sites:
+            calibrated = self.sites[site]
+            return {"sensitivity": calibrated.sensitivity, "specificity": calibrated.specificity,
+                    "measured_on": f"site {site}'s sample of {calibrated.images} images"}  # fmt: skip
+        if "test_sensitivity" not in self.metrics or "test_specificity" not in self.metrics:
+            return None
+        sensitivity, specificity = self.metrics["test_sensitivity"], self.metrics["test_specificity"]
+        return {
+            "sensitivity": sensitivity,
+            "specificity": specificity,
+            "measured_on": "the version's test split",
+        }
+
     def missing(self) -> list[str]:
         """The tags a prediction needs that this version lacks."""
         return [name for name in ("threshold", "image_size") if getattr(self, name) is None]

@@ -1,26 +1,17 @@
-"""Finding and loading registered models: the one helper everything uses to reach the registry."""
+"""Finding and loading registered models with mlflow: the one helper training, the gate, monitoring
+and the CLI use to reach the registry. (The prediction service reads it through
+:mod:`pneumo.registry`, so its workers never import mlflow.)"""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import logging
-import os
 import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import onnxruntime
 from mlflow.exceptions import MlflowException
 
-from pneumo.contract import ONNX_ARTIFACT
-
-log = logging.getLogger(__name__)
-# batch -> (probabilities, penultimate activations, Grad-CAM maps or None when the graph has none)
-Runtime = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+from pneumo.registry import NOT_FOUND_CODES
+from pneumo.runtime import release_free_memory
 
 
 def load_keras(model_uri: str) -> Any:
@@ -37,31 +28,6 @@ def load_keras(model_uri: str) -> Any:
     return model
 
 
-def onnx_runtime(run_id: str) -> Runtime | None:
-    """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
-    folder, _, _ = ONNX_ARTIFACT.rpartition("/")
-    if ONNX_ARTIFACT not in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, folder)}:
-        log.warning("run %s has no ONNX graph: serving with TensorFlow", run_id)
-        return None
-    # A failing download raises: the holder keeps the model in hand and tries again later.
-    with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as scratch:
-        path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=scratch)
-        graph = Path(path).read_bytes()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = int(os.environ.get("PNEUMO_ONNX_THREADS", "0"))  # 0: all cores
-    session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        probabilities, activations, *cams = session.run(None, {input_name: batch})
-        return probabilities, activations, cams[0] if cams else None
-
-    return run
-
-
-NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
-
-
 def alias_version(name: str, alias: str) -> Any | None:
     """The model version holding ``alias``, or None when the alias (or the model) does not exist.
 
@@ -74,9 +40,3 @@ def alias_version(name: str, alias: str) -> Any | None:
         if error.error_code in NOT_FOUND_CODES:
             return None
         raise
-
-
-def release_free_memory() -> None:
-    """Give freed heap pages back to the OS (glibc only; a no-op elsewhere)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

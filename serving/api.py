@@ -18,7 +18,7 @@ from pneumo.images import (
 )
 from pneumo.serving import metrics
 from pneumo.serving.auth import require_token
-from pneumo.serving.heatmap import overlay_png
+from pneumo.serving.heatmap import layers_png, overlay_png
 from pneumo.serving.records import Observation, now
 
 bp = Blueprint("api", __name__)
@@ -82,6 +82,7 @@ def predict():
         "probability": round(probability, 6),  # the model's score: compared with the threshold
         "calibrated_probability": None if calibrated is None else round(calibrated, 6),
         "threshold": round(model.threshold, 6),
+        "calibrated_threshold": None if calibrated is None else round(model.calibrated(model.threshold), 6),
         "site": model.site,  # whose threshold decided (pneumo calibrate); null: the version's own
         "model_name": model.name,
         "model_version": model.version,
@@ -91,6 +92,8 @@ def predict():
         try:
             cam = model.cam(prepared, computed_cam)
             body["gradcam_png"] = None if cam is None else overlay_png(prepared, cam)
+            if cam is not None and request.args.get("layers") in ("1", "true", "yes"):  # the page's
+                body["input_png"], body["heatmap_png"] = layers_png(prepared, cam)
         except Exception as error:  # e.g. the registry is down when an old version's Keras model is needed
             current_app.logger.warning("Grad-CAM unavailable: %s", error)
             body["gradcam_png"], body["gradcam_error"] = None, "explanation unavailable right now"

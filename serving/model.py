@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -10,12 +11,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import mlflow
 import numpy as np
 
-from pneumo.contract import PCA_ARTIFACT, VersionSpec, platt
-from pneumo.models import Runtime, alias_version, load_keras, onnx_runtime, release_free_memory
+from pneumo.contract import ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec, platt
 from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
+from pneumo.registry import alias_version, artifact
+from pneumo.runtime import Runtime, onnx_session_runtime, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class LazyGradCam:
         """The coarse map in [0, 1]; None when the model has no feature map."""
         with self._lock:
             if not self._built:
+                from pneumo.models import load_keras  # mlflow: only for versions whose graph has no map
                 from pneumo.serving.gradcam import GradCam
 
                 self._cam = GradCam.for_model(self._keras_model or load_keras(self._model_uri))
@@ -59,6 +61,7 @@ class LoadedModel:
     site: str | None = None  # the site whose threshold ``threshold`` is; None: the version's own
     calibration: tuple[float, float] | None = None  # Platt scaling of the version (its tags)
     explained_by: str = "tensorflow"  # "onnx": the graph computes Grad-CAM with every prediction
+    operating_point: dict[str, Any] | None = None  # sensitivity and specificity at ``threshold``
 
     def calibrated(self, probability: float) -> float | None:
         """The probability as Platt scaling maps it (None for versions trained without it)."""
@@ -77,6 +80,15 @@ class LoadedModel:
         """The Grad-CAM map of an image: the one the graph ``computed`` with the prediction, or, for
         versions whose graph has none, TensorFlow's (:class:`LazyGradCam`)."""
         return computed if computed is not None else self.gradcam.cam(prepared)
+
+
+def onnx_runtime(run_id: str) -> Runtime | None:
+    """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
+    graph = artifact(run_id, ONNX_ARTIFACT)
+    if graph is None:
+        log.warning("run %s has no ONNX graph: serving with TensorFlow", run_id)
+        return None
+    return onnx_session_runtime(graph)
 
 
 def keras_runtime(keras_model: Any, size: int) -> Runtime:
@@ -104,10 +116,12 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
     spec = VersionSpec.of(version).required(f"{name} v{version.version}")
     threshold, calibrated = _site_threshold(spec, name, version, site)
     uri, size = f"models:/{name}/{version.version}", spec.image_size
-    run = onnx_runtime(version.run_id)
+    run = onnx_runtime(version.run_id)  # a failing download raises: the holder keeps the model in hand
     if run is not None:
         runtime, gradcam = "onnx", LazyGradCam(uri)
     else:
+        from pneumo.models import load_keras  # mlflow and TensorFlow: only for versions without a graph
+
         keras_model = load_keras(uri)
         runtime, run, gradcam = "tensorflow", keras_runtime(keras_model, size), LazyGradCam(uri, keras_model)
     _, _, cams = run(np.zeros((1, size, size, 1), np.float32))  # warm up before the first request
@@ -126,6 +140,7 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
         site=calibrated,
         calibration=spec.calibration,
         explained_by="onnx" if cams is not None else "tensorflow",
+        operating_point=spec.operating_point(calibrated),
     )
     release_free_memory()
     return loaded
@@ -143,7 +158,7 @@ def _site_threshold(spec: VersionSpec, name: str, version: Any, site: str | None
 def _projection(run_id: str) -> Projection | None:
     """The embedding PCA logged with the version's run (None for versions trained without one)."""
     try:
-        return Projection.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{PCA_ARTIFACT}"))
+        return Projection.from_dict(json.loads(artifact(run_id, PCA_ARTIFACT) or b"null"))
     except Exception as error:
         log.warning("no embedding projection for run %s (%s): embeddings are not recorded", run_id, error)
         return None
@@ -218,7 +233,9 @@ class ModelHolder:
         if spec.decision_threshold(self.site) == (current.threshold, current.site):
             return False  # unchanged: checked every reload interval, said nothing
         threshold, site = _site_threshold(spec, self.name, version, self.site)
-        self.current = replace(current, threshold=threshold, site=site)
+        self.current = replace(
+            current, threshold=threshold, site=site, operating_point=spec.operating_point(site)
+        )
         log.info("%s v%s now decides at %.4f (site %s; was %.4f)", self.name, current.version, threshold,
                  site or "none: the version's own", current.threshold)  # fmt: skip
         return True

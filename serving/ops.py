@@ -45,6 +45,9 @@ def ready():
         "alias": holder.alias,
         "model_version": model.version if model else None,
         "threshold": model.threshold if model else None,
+        "calibrated_threshold": model.calibrated(model.threshold) if model else None,
+        # what deciding at the threshold means: sensitivity and specificity, and measured on what
+        "operating_point": model.operating_point if model else None,
         "site": holder.site,  # PNEUMO_SITE
         # False: PNEUMO_SITE is set but the version has no threshold of its own for it
         "site_threshold": model.site is not None if model and holder.site else None,

@@ -17,8 +17,8 @@ import requests
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from pneumo.config import Settings
-from pneumo.monitoring.performance import describe_site
 from pneumo.monitoring.records import recent_operator_events
+from pneumo.monitoring.wording import describe_site
 from pneumo.serving.auth import require_token
 from pneumo.serving.trend import trend_svg
 from pneumo.storage import s3_client

@@ -30,7 +30,9 @@ LAZY = {
     "core": set(),
     "monitoring": {"keras"},  # the ONNX serving path never loads TensorFlow
     "tasks": set(),
-    "serving": {"tensorflow", "pneumo.serving.gradcam"},  # likewise: TensorFlow only when needed
+    # likewise: TensorFlow only when needed, and mlflow (pneumo.models) only for versions without a
+    # graph; the worker reads the registry through pneumo.registry
+    "serving": {"tensorflow", "pneumo.serving.gradcam", "pneumo.models"},
     "flows": set(),
     # Prefect reads its settings when first imported: only after apply_client_env(). TensorFlow:
     # only in the commands that need it, so `pneumo --help` stays fast.

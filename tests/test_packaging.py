@@ -53,7 +53,9 @@ def test_compose_matches_the_local_stack():
     services = compose["services"]
     assert services.keys() >= {"s3", "mlflow", "prefect", "worker", "postgres", "api", "proxy"}
     assert services["api"]["command"] == ["serve", "--host", "0.0.0.0", "--port", "8085"]
-    published = {name: s["ports"][0].split(":")[1] for name, s in services.items() if "ports" in s}  # host side
+    published = {
+        name: s["ports"][0].split(":")[1] for name, s in services.items() if "ports" in s
+    }  # host side
     assert published == {"s3": "8333", "mlflow": "5000", "prefect": "4200", "proxy": "8085"}
     # The service is reached through the buffering proxy only, which reads bodies with timeouts.
     assert (

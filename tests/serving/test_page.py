@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SERVING_MODEL, running_service
+from dicomfiles import dicom_from_gray
+from PIL import Image
 
 from pneumo.monitoring.records import feedback_history, make_engine, read_records
 
@@ -28,38 +30,59 @@ def browser_page():
         browser.close()
 
 
-def test_a_clinician_predicts_confirms_and_corrects_on_the_page(
+def test_a_clinician_analyses_several_files_confirms_and_corrects_on_the_page(
     served_model: dict, browser_page, tmp_path: Path, synthetic_dir: Path
 ):
     records = f"sqlite:///{tmp_path / 'records.db'}"
     xray = next((synthetic_dir / "images").glob("*.png"))
+    dicom = tmp_path / "chest.dcm"
+    dicom.write_bytes(dicom_from_gray(Image.open(xray)))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
     env = {"PNEUMO_MODEL_NAME": SERVING_MODEL, "PNEUMO_RECORDS_URL": records}
     with running_service(env, ready="/ready") as url:
         page = browser_page
         page.goto(url)
         page.wait_for_function("document.getElementById('model-line').textContent.includes('v')")
         assert f"Model {SERVING_MODEL} v{served_model['version']}" in page.inner_text("#model-line")
-        page.set_input_files("#file", str(xray))
-        page.click("#submit")
-        page.wait_for_selector("#result", state="visible", timeout=60_000)
-        label = page.inner_text("#label")
-        assert label in ("PNEUMONIA", "NORMAL")
-        assert page.inner_text("#probability").endswith("%")  # the calibrated probability
-        assert page.inner_text("#threshold").endswith("(the model's own)")
-        assert page.get_attribute("#heatmap", "src").startswith("data:image/png;base64,")  # Grad-CAM shown
-        request_id = page.inner_text("#request").split()[0]
+        meaning = page.inner_text("#operating-point")  # what the threshold means for this model
+        sensitivity = f"{served_model['test_sensitivity'] * 100:.1f}%"
+        assert "the version's test split" in meaning and sensitivity in meaning
 
-        page.click("#confirm")
-        page.wait_for_function(
-            "document.getElementById('feedback-status').textContent.startsWith('Recorded')"
-        )
-        assert page.inner_text("#feedback-status") == f"Recorded: {label} (the model was right)."
-        page.click("#correct")
-        page.wait_for_function("document.getElementById('feedback-status').textContent.includes('Replaces')")
+        page.set_input_files("#file", [str(xray), str(dicom), str(broken)])
+        page.click("#submit")
+        page.wait_for_function("document.getElementById('progress').textContent.includes('3 files analysed')",
+                               timeout=120_000)  # fmt: skip
+        cards = page.locator("#results .card")
+        assert cards.count() == 3
+        png_card, dicom_card, broken_card = (cards.nth(i) for i in range(3))
+        assert png_card.locator(".file").inner_text() == xray.name
+        label = png_card.locator(".label").inner_text()
+        assert label in ("PNEUMONIA", "NORMAL")
+        assert dicom_card.locator(".label").inner_text() == label  # the DICOM of the same image
+        verdict = png_card.locator(".verdict").inner_text()
+        assert verdict.startswith("Above the screening threshold" if label == "PNEUMONIA" else "Below")
+        assert png_card.locator(".probability").inner_text().endswith("%")
+        assert png_card.locator(".threshold-value").inner_text().endswith("(the model's own)")
+        marker = png_card.locator(".bar .threshold").evaluate("e => e.style.left")
+        assert marker.endswith("%") and 0 < float(marker[:-1]) < 100  # the threshold marked on the bar
+        assert png_card.locator(".heat").get_attribute("src").startswith("data:image/png;base64,")
+        png_card.locator(".opacity").fill("20")
+        assert png_card.locator(".heat").evaluate("e => e.style.opacity") == "0.2"
+        assert "Could not analyse this file" in broken_card.locator(".error").inner_text()
+        assert not broken_card.locator(".answer").is_visible()
+        request_id = png_card.locator(".request").inner_text().split()[0]
+
+        png_card.locator(".confirm").click()
+        status = png_card.locator(".feedback-status")
+        status.filter(has_text="Recorded").wait_for()
+        assert status.inner_text() == f"Recorded: {label} (the model was right)."
+        png_card.locator(".correct").click()
+        status.filter(has_text="Replaces").wait_for()
         other = "NORMAL" if label == "PNEUMONIA" else "PNEUMONIA"
-        assert page.inner_text("#feedback-status") == (
-            f"Recorded: {other} (the model was wrong). Replaces the earlier {label}."
+        assert (
+            status.inner_text() == f"Recorded: {other} (the model was wrong). Replaces the earlier {label}."
         )
-    (row,) = read_records(records)
-    assert row["request_id"] == request_id and row["confirmed_label"] == other
+    rows = {row["request_id"]: row for row in read_records(records)}
+    assert len(rows) == 2 and rows[request_id]["confirmed_label"] == other
     assert [entry["label"] for entry in feedback_history(make_engine(records), request_id)] == [label, other]
