@@ -56,3 +56,23 @@ def test_a_snapshot_of_several_sources_reads_each_in_its_own_layout(tmp_path: Pa
     assert len(table) == len(read_labelled(tmp_path / "00-clinic")) + 1
     row = table[table["path"].str.endswith("0b1c6c2e-request.png")].iloc[0]
     assert row["label"] == 1 and row["patient_id"] == "0b1c6c2e-request"  # its own patient
+
+
+def test_dicom_files_are_read_and_prepared_like_the_others(tmp_path: Path):
+    from dicomfiles import dicom_from_gray
+
+    from pneumo.processed import load_images
+
+    for folder, value in (("NORMAL", 60), ("PNEUMONIA", 190)):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (64, 64), value).save(tmp_path / folder / f"person{value}_a.png")
+        (tmp_path / folder / f"person{value}_b.dcm").write_bytes(
+            dicom_from_gray(Image.new("L", (64, 64), value))
+        )
+    table = read_class_folders(tmp_path)
+    assert sorted(Path(p).suffix for p in table["path"]) == [".dcm", ".dcm", ".png", ".png"]
+    images, unreadable = load_images(table["path"], 32, "crop")
+    assert unreadable == [] and images.shape == (4, 32, 32)
+    by_file = dict(zip(table["path"].map(lambda p: Path(p).stem), images, strict=True))
+    for value in (60, 190):  # the DICOM (MONOCHROME1, 12 bits) prepares as the PNG it was made from
+        assert abs(int(by_file[f"person{value}_b"].mean()) - int(by_file[f"person{value}_a"].mean())) <= 1

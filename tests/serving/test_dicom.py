@@ -112,3 +112,27 @@ def test_a_multi_frame_dicom_is_answered_from_its_first_frame(client, xray):
     frames = client.post("/predict", data=dicom_from_gray(gray, frames=3), content_type="application/dicom")
     assert single.status_code == frames.status_code == 200
     assert single.get_json()["probability"] == frames.get_json()["probability"]
+
+
+def _png16(pixels: np.ndarray, bits: int) -> bytes:
+    """A 16-bit grayscale PNG declaring ``bits`` significant bits (sBIT)."""
+    import zlib
+
+    data = _png(Image.fromarray(pixels.astype(np.uint16)))
+    chunk = b"sBIT" + bytes([bits])
+    return data[:33] + (1).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + data[33:]
+
+
+def test_a_hot_pixel_in_a_12_bit_image_changes_nothing(client, xray):
+    twelve = np.rint(np.asarray(xray.convert("L"), np.float64) / 255 * 4095).astype(np.uint16)
+    hot = twelve.copy()
+    hot[3, 3] = 65535  # one saturated detector pixel, beyond the 12 bits declared
+    answers = []
+    for data, kind in [(_png16(twelve, 12), "image/png"), (_png16(hot, 12), "image/png"),
+                       (dicom_bytes(hot, 12, "MONOCHROME2"), "application/dicom")]:  # fmt: skip
+        response = client.post("/predict", data=data, content_type=kind)
+        assert response.status_code == 200, response.get_json()
+        answers.append(response.get_json())
+    plain = client.post("/predict", data=_png(xray.convert("L")), content_type="image/png").get_json()
+    for answer in answers:
+        assert answer["label"] == plain["label"] and abs(answer["probability"] - plain["probability"]) <= 0.02

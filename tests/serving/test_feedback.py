@@ -116,4 +116,4 @@ def test_without_image_storage_nothing_is_copied(client, xray):
 
 def test_the_page_offers_confirm_and_correct(client):
     page = client.get("/").get_data(as_text=True)
-    assert 'class="confirm"' in page and 'secondary correct' in page and 'fetch("feedback"' in page
+    assert 'class="confirm"' in page and "secondary correct" in page and 'fetch("feedback"' in page
