@@ -49,7 +49,7 @@ def run_demo(
             fail(str(error))
         children.append(subprocess.Popen(worker_command(), start_new_session=True, stdout=subprocess.DEVNULL))
         print_urls(settings)
-        typer.echo(f"Prediction page and API: http://127.0.0.1:{port}  (POST /predict with a PNG or JPEG)")
+        typer.echo(f"Prediction page and API: http://127.0.0.1:{port}  (POST /predict: PNG, JPEG or DICOM)")
         typer.echo(f"Drift reports:           http://127.0.0.1:{port}/reports  (pneumo monitor makes one)")
         typer.echo("Deployments training and monitoring (daily) are registered; a worker runs them.")
         typer.echo("Everything is up. Press Ctrl-C to stop what this command started.")
