@@ -25,7 +25,7 @@ from pneumo.contract import CHAMPION, SQUARE_DEFAULT, SiteThreshold, VersionSpec
 from pneumo.datasets import DataError, read_labelled
 from pneumo.figures import confusion_figure, roc_figure
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals
-from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
+from pneumo.models import NOT_FOUND_CODES, load_keras, registered_version
 from pneumo.network import predict
 from pneumo.processed import load_images
 
@@ -71,16 +71,9 @@ def resolve_model(uri: str | None, model_name: str) -> ModelSpec:
     client = mlflow.MlflowClient()
     try:
         if uri.startswith("models:/"):
-            name, _, ref = uri.removeprefix("models:/").partition("/")
-            if "@" in name:
-                name, alias = name.split("@", 1)
-                version = alias_version(name, alias)
-                if version is None:
-                    raise LookupError(f"model {name} has no version with the alias {alias!r}")
-            else:
-                version = client.get_model_version(name, ref)
+            version = registered_version(uri)
             spec = VersionSpec.of(version)
-            return ModelSpec(uri, spec.threshold, spec.square, str(version.version), name, spec.sites)
+            return ModelSpec(uri, spec.threshold, spec.square, str(version.version), version.name, spec.sites)
         if uri.startswith("runs:/"):
             run = client.get_run(uri.removeprefix("runs:/").split("/", 1)[0])
             threshold = run.data.metrics.get("threshold")

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 
 from pneumo.contract import CHAMPION, ONNX_ARTIFACT, VersionSpec, platt
 from pneumo.datasets import IMAGE_SUFFIXES
 from pneumo.images import ImageError, check_proportions, decode, model_input, prepare
-from pneumo.models import NOT_FOUND_CODES, alias_version, load_keras
+from pneumo.models import load_keras, registered_version
 from pneumo.registry import artifact
 from pneumo.runtime import Runtime, onnx_session_runtime
 
@@ -66,30 +65,14 @@ def load_batch_model(uri: str | None, model_name: str, site: str | None = None) 
         LookupError: no such version, or ``site`` is not calibrated on it.
         ValueError: not a registered version's URI, or a version that lacks what serving needs.
     """
-    uri = uri or f"models:/{model_name}@{CHAMPION}"
-    if not uri.startswith("models:/"):
-        raise ValueError(f"{uri} is not a registered version: use models:/NAME@ALIAS or models:/NAME/VERSION")
-    name, _, ref = uri.removeprefix("models:/").partition("/")
-    try:
-        if "@" in name:
-            name, alias = name.split("@", 1)
-            version = alias_version(name, alias)
-            if version is None:
-                raise LookupError(f"model {name} has no version with the alias {alias!r}")
-        else:
-            version = mlflow.MlflowClient().get_model_version(name, ref)
-    except mlflow.exceptions.MlflowException as error:
-        if error.error_code not in NOT_FOUND_CODES:
-            raise
-        raise LookupError(f"model {uri} not found in {mlflow.get_tracking_uri()}: {error.message}") from error
+    version = registered_version(uri or f"models:/{model_name}@{CHAMPION}")
+    name = version.name
     spec = VersionSpec.of(version).required(f"{name} v{version.version}")
     threshold, calibrated = spec.decision_threshold(site)
     if site and calibrated is None:
         raise LookupError(f"{name} v{version.version} has no threshold for site {site!r}: "
                           f"run `pneumo calibrate --site {site} --data DIR` first")  # fmt: skip
-    graph = artifact(
-        version.run_id, ONNX_ARTIFACT
-    )  # the service's runtime; Keras for versions without a graph
+    graph = artifact(version.run_id, ONNX_ARTIFACT)  # the service's runtime; Keras without a graph
     run = onnx_session_runtime(graph) if graph else _keras_run(f"models:/{name}/{version.version}")
     return BatchModel(name, str(version.version), spec, float(threshold), calibrated, run)
 

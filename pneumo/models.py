@@ -40,3 +40,27 @@ def alias_version(name: str, alias: str) -> Any | None:
         if error.error_code in NOT_FOUND_CODES:
             return None
         raise
+
+
+def registered_version(uri: str) -> Any:
+    """The ``ModelVersion`` behind ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+
+    Raises:
+        ValueError: ``uri`` names no registered version.
+        LookupError: the model, alias or version does not exist.
+    """
+    if not uri.startswith("models:/"):
+        raise ValueError(f"{uri} is not a registered version: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, _, ref = uri.removeprefix("models:/").partition("/")
+    try:
+        if "@" in name:
+            name, alias = name.split("@", 1)
+            version = alias_version(name, alias)
+            if version is None:
+                raise LookupError(f"model {name} has no version with the alias {alias!r}")
+            return version
+        return mlflow.MlflowClient().get_model_version(name, ref)
+    except MlflowException as error:
+        if error.error_code not in NOT_FOUND_CODES:
+            raise
+        raise LookupError(f"model {uri} not found in {mlflow.get_tracking_uri()}: {error.message}") from error
