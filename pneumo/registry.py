@@ -54,21 +54,29 @@ def _session_kwargs() -> dict[str, Any]:
     }
 
 
-def _error_code(response: requests.Response) -> str | None:
+def _json(response: requests.Response) -> Any:
     try:
-        return response.json().get("error_code")
+        return response.json()
     except ValueError:
-        return "NOT_FOUND" if response.status_code == 404 else None
+        return None
 
 
 def _get(path: str, **params: str) -> dict[str, Any] | None:
-    """GET an MLflow REST endpoint: its JSON, or None when the thing does not exist."""
+    """GET an MLflow REST endpoint: its JSON, or None when the thing does not exist.
+
+    Only MLflow's own JSON error says "does not exist": a bare 404 means the URL is not an MLflow
+    server's API (a wrong ``MLFLOW_TRACKING_URI``), which must not pass for "no such model".
+    """
     response = requests.get(f"{_base()}/api/2.0/mlflow/{path}", params=params, **_session_kwargs())
-    if response.status_code in (400, 404) and _error_code(response) in NOT_FOUND_CODES:
+    answer = _json(response)
+    if not isinstance(answer, dict):
+        raise RegistryError(f"{_base()} answered {response.status_code} without MLflow's JSON to {path}: "
+                            "is MLFLOW_TRACKING_URI the MLflow tracking server?")  # fmt: skip
+    if response.status_code in (400, 404) and answer.get("error_code") in NOT_FOUND_CODES:
         return None
     if not response.ok:
         raise RegistryError(f"the registry answered {response.status_code} to {path}: {response.text[:300]}")
-    return response.json()
+    return answer
 
 
 def alias_version(name: str, alias: str) -> RegisteredVersion | None:

@@ -25,6 +25,10 @@ def onnx_session_runtime(graph: bytes) -> Runtime:
     threads decoding 1024-pixel PNGs: 2 runs at once used 75 MB less per worker than 8, for 10-20%
     less throughput; 1 run, 10% less again. (Intra-op threads that do not spin served more under
     that load, but added a wake-up to each of DenseNet's ~400 operators: 1.4x the latency at c=1.)
+    Batching concurrent requests into one run was tried and dropped: alone, a batch of 4 runs at
+    23 images/s against 16 for single runs, but under 8 request threads that decode their PNGs
+    (17 ms each) the CPU is full either way (19.2 against 18.9 requests/s) and the batch's
+    activations cost 70 MB more.
     """
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(os.environ.get("PNEUMO_ONNX_THREADS", "0"))
