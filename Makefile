@@ -4,25 +4,43 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv run test test-fast lint format stack-up stack-down stack-status repro bench quality clean
+.PHONY: help venv run test test-suite test-postgres test-image test-fast image lint format stack-up stack-down \
+	stack-status repro bench quality clean
+IMAGE ?= localhost/pneumo:latest
+BASE_IMAGE ?= localhost/pneumo-base:bookworm
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed  ## Create .venv with the pinned requirements
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 run: venv  ## Start the stack, train on synthetic data, keep serving until Ctrl-C
 	$(BIN)/pneumo run
 
-test: venv  ## All tests (starts its own stack on other ports)
+test: test-suite test-postgres  ## All tests: the suite, then its Postgres scenarios and the image
+
+test-suite: venv  ## The suite (starts its own stack on other ports; SQLite stores)
 	$(BIN)/pytest
+
+# The scenarios again with MLflow, Prefect and the records on a PostgreSQL server of the test stack
+# (training and monitoring deployments through a worker, two API replicas, drift to retraining),
+# and the image built by `make image` serving that stack's champion.
+test-postgres: venv image  ## Training, serving and monitoring scenarios on PostgreSQL, and the image
+	PNEUMO_TEST_DB=postgres $(BIN)/pytest -m integration tests/flows/test_loop.py \
+		tests/flows/test_monitoring_flow.py tests/serving/test_app.py tests/serving/test_feedback.py tests/test_image.py
+
+test-image: venv image  ## The built image's default command against a test stack: /health, /ready, a prediction
+	$(BIN)/pytest -m image tests/test_image.py
+
+image:  ## Build the Dockerfile with buildah into $(IMAGE) (base: a debootstrapped bookworm)
+	deploy/build-image.sh $(IMAGE) $(BASE_IMAGE)
 
 test-fast: venv  ## Unit tests only, no servers
 	$(BIN)/pytest -m "not integration and not slow"

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     Column,
     DateTime,
@@ -28,15 +32,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
     text,
 )
 from sqlalchemy.exc import DBAPIError
 
 from pneumo.monitoring.features import EMBEDDING_COLUMNS
-
-_CREATING = threading.Lock()  # one table creation at a time in this process
 
 metadata = MetaData()
 predictions = Table(
@@ -86,9 +87,8 @@ operator_events = Table(  # what Prefect automations tell operators (pneumo.noti
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created; SQLite gets WAL and a busy timeout so workers
-    can share the file. Two engines creating the tables at once (the recorder and the feedback
-    store, or two workers) do not fail: the loser finds the tables there on its second look."""
+    """An engine for ``url``, its database upgraded to the newest schema (:func:`upgrade`) on first use
+    in this process. SQLite gets WAL and a busy timeout so workers can share the file."""
     engine = create_engine(url, pool_pre_ping=True)
     if url.startswith("sqlite"):
 
@@ -99,32 +99,52 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
-    with _CREATING:
-        try:
-            metadata.create_all(engine)
-        except DBAPIError:  # another process created a table between the check and the create
-            metadata.create_all(engine)
-        _add_new_columns(engine)
+    with _UPGRADING:
+        if url not in _UPGRADED:
+            upgrade(engine)
+            _UPGRADED.add(url)
     return engine
 
 
-ADDED_COLUMNS = {"predictions": ("site",)}  # columns added after the first release, in order
+MIGRATIONS = "pneumo.monitoring:migrations"  # Alembic's script location
+VERSION_TABLE = "pneumo_records_version"  # not alembic_version: the records may share MLflow's database
+_UPGRADING = threading.Lock()
+_UPGRADED: set[str] = set()  # databases this process has upgraded already
 
 
-def _add_new_columns(engine: Engine) -> None:
-    """Bring tables an older release created up to date: add the columns they lack (empty)."""
-    for name, columns in ADDED_COLUMNS.items():
-        table = metadata.tables[name]
-        for column in columns:
-            if column in {c["name"] for c in inspect(engine).get_columns(name)}:
-                continue
-            kind = table.c[column].type.compile(engine.dialect)
-            try:
-                with engine.begin() as connection:
-                    connection.execute(text(f"ALTER TABLE {name} ADD COLUMN {column} {kind}"))
-            except DBAPIError:  # another process added it first
-                if column not in {c["name"] for c in inspect(engine).get_columns(name)}:
-                    raise
+def upgrade(engine: Engine, attempts: int = 5) -> str:
+    """Bring the database to the newest revision of the records schema; returns that revision.
+
+    A database made before the records had migrations is brought up to date too: each revision
+    skips what the database holds already. Processes that upgrade at once (two workers, the service
+    and the monitoring flow) take turns: PostgreSQL under an advisory lock; elsewhere the loser
+    retries, finding the work done.
+    """
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                return current_revision(connection) or ""
+        except DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def current_revision(connection: Any) -> str | None:
+    """The records schema's revision in the database (None: made before migrations, or empty)."""
+    return MigrationContext.configure(
+        connection, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
+
+
+_LOCK_KEY = 0x706E65756D6F  # "pneumo": the advisory lock the upgrade holds
 
 
 def read_records(

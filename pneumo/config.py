@@ -15,9 +15,12 @@ from typing import Any
 
 import yaml
 
+from pneumo.postgres import LocalPostgres
 from pneumo.validation import ParamsError, check_types, check_values
 
-ROOT = Path(__file__).resolve().parents[1]
+# The project folder (params.yaml, prefect.yaml, dvc.yaml): the checkout, or PNEUMO_HOME where the
+# package is installed apart from it (the image: /app).
+ROOT = Path(os.environ.get("PNEUMO_HOME") or Path(__file__).resolve().parents[1])
 PARAMS_FILE = ROOT / "params.yaml"
 DEFAULT_PROFILE = "default"
 DEMO_PROFILE = "demo"  # the profile `make run` trains
@@ -57,6 +60,23 @@ def admin_token(create: bool = False) -> str | None:
     return path.read_text().strip()
 
 
+DATABASES = ("sqlite", "postgres")
+
+
+def database_kind() -> str:
+    """``PNEUMO_DB``, else what ``pneumo stack up`` last ran with (``state_dir()/db``), else sqlite.
+
+    ``PNEUMO_DB=postgres pneumo stack up`` once is enough: the choice is kept for every later command.
+    """
+    chosen = os.environ.get("PNEUMO_DB", "").strip().lower()
+    if not chosen:
+        kept = state_dir() / "db"
+        chosen = kept.read_text().strip() if kept.exists() else "sqlite"
+    if chosen not in DATABASES:
+        raise ValueError(f"PNEUMO_DB must be one of {', '.join(DATABASES)}, not {chosen!r}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the services are and how to reach them; every field is an environment variable."""
@@ -77,6 +97,9 @@ class Settings:
     reports_bucket: str
     records_url: str
     feedback_uri: str
+    db: str = "sqlite"  # where MLflow, Prefect and the records keep their tables: sqlite or postgres
+    postgres_port: int = 5432  # the local PostgreSQL server's, with db=postgres
+    prefect_database_url: str | None = None  # PREFECT_API_DATABASE_CONNECTION_URL; None: Prefect's SQLite
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,6 +108,14 @@ class Settings:
         s3_port = int(env("PNEUMO_S3_PORT", "8333"))
         mlflow_port = int(env("PNEUMO_MLFLOW_PORT", "5000"))
         prefect_port = int(env("PNEUMO_PREFECT_PORT", "4200"))
+        db, postgres_port = database_kind(), int(env("PNEUMO_POSTGRES_PORT", "5432"))
+        if db == "postgres":
+            server = LocalPostgres(state_dir() / "postgres", postgres_port)
+            mlflow_db, records_db = server.url("mlflow"), server.url("predictions")
+            prefect_db: str | None = server.url("prefect", driver="postgresql+asyncpg")
+        else:
+            mlflow_db = f"sqlite:///{state_dir() / 'mlflow' / 'mlflow.db'}"
+            records_db, prefect_db = f"sqlite:///{state_dir() / 'predictions.db'}", None
         return cls(
             s3_port=s3_port,
             mlflow_port=mlflow_port,
@@ -94,19 +125,20 @@ class Settings:
             secret_key=env("AWS_SECRET_ACCESS_KEY", "pneumo-secret"),
             region=env("AWS_DEFAULT_REGION", "us-east-1"),
             mlflow_uri=env("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{mlflow_port}"),
-            mlflow_backend_uri=env(
-                "PNEUMO_MLFLOW_BACKEND_URI", f"sqlite:///{state_dir() / 'mlflow' / 'mlflow.db'}"
-            ),
+            mlflow_backend_uri=env("PNEUMO_MLFLOW_BACKEND_URI", mlflow_db),
             prefect_api_url=env("PREFECT_API_URL", f"http://127.0.0.1:{prefect_port}/api"),
             raw_bucket=env("PNEUMO_RAW_BUCKET", "pneumo-raw"),
             mlflow_bucket=env("PNEUMO_MLFLOW_BUCKET", "pneumo-mlflow"),
             dvc_bucket=env("PNEUMO_DVC_BUCKET", "pneumo-dvc"),
             reports_bucket=env("PNEUMO_REPORTS_BUCKET", "pneumo-reports"),
-            records_url=env("PNEUMO_RECORDS_URL", f"sqlite:///{state_dir() / 'predictions.db'}"),
+            records_url=env("PNEUMO_RECORDS_URL", records_db),
             # Confirmed images, de-identified, in class folders: a further training source.
             feedback_uri=env(
                 "PNEUMO_FEEDBACK_URI", f"s3://{env('PNEUMO_RAW_BUCKET', 'pneumo-raw')}/feedback"
             ),
+            db=db,
+            postgres_port=postgres_port,
+            prefect_database_url=env("PREFECT_API_DATABASE_CONNECTION_URL", prefect_db),
         )
 
     @property

@@ -174,9 +174,10 @@ def register_deployments() -> None:
     ensure_operator_events()
 
 
-def worker_command() -> list[str]:
-    """The command that starts a Prefect worker on the project's work pool."""
-    return [PREFECT, "worker", "start", "--pool", WORK_POOL]
+def worker_command(healthcheck: bool = False) -> list[str]:
+    """The command that starts a Prefect worker on the project's work pool; with ``healthcheck``,
+    the worker serves ``/health`` (Prefect's ``--with-healthcheck``) for a container's health check."""
+    return [PREFECT, "worker", "start", "--pool", WORK_POOL, *(["--with-healthcheck"] if healthcheck else [])]
 
 
 class Progress:

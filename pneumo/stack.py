@@ -1,4 +1,5 @@
-"""The local stack: SeaweedFS (S3), an MLflow tracking server and a Prefect server.
+"""The local stack: SeaweedFS (S3), an MLflow tracking server and a Prefect server, and with
+``PNEUMO_DB=postgres`` the PostgreSQL server that MLflow, Prefect and the records then share.
 
 Every process binds to 127.0.0.1, keeps its state under one folder, and is started in its own
 process group so that ``down`` ends exactly what ``up`` started (and nothing else).
@@ -19,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumo import s3_identities
 from pneumo.config import Settings, state_dir
+from pneumo.postgres import LocalPostgres, run_as
 from pneumo.services import http_ok
 from pneumo.storage import s3_client
 
@@ -35,6 +38,12 @@ class Service:
     health_url: str
     env: dict[str, str]
     timeout_s: float = 120.0
+    healthy: Callable[[], bool] | None = None  # instead of an HTTP check of ``health_url``
+    user: str | None = None  # run as this user (PostgreSQL, when we are root)
+    stop_signal: int = signal.SIGTERM
+
+    def is_healthy(self) -> bool:
+        return self.healthy() if self.healthy else http_ok(self.health_url)
 
     @property
     def local(self) -> bool:
@@ -52,7 +61,7 @@ class Service:
 
 
 def services(settings: Settings) -> list[Service]:
-    """The three services, configured from ``settings``."""
+    """The services, configured from ``settings``: PostgreSQL first when ``db`` is postgres."""
     root = state_dir()
     p = settings.s3_port
     s3_config = root / "s3" / "identities.json"
@@ -62,22 +71,37 @@ def services(settings: Settings) -> list[Service]:
         f"-volume.port={p + 1007}", f"-filer.port={p + 555}", f"-admin.port={p + 15313}",
         f"-s3.config={s3_config}", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
+    # The backend store's URL may hold a password: it goes in the environment, not the command line.
     mlflow = [
         str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
-        "--backend-store-uri", settings.mlflow_backend_uri,
-        "--artifacts-destination", f"s3://{settings.mlflow_bucket}/artifacts",
-        "--workers", "1",
+        "--artifacts-destination", f"s3://{settings.mlflow_bucket}/artifacts", "--workers", "1",
     ]  # fmt: skip
     prefect = [
         str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
         "--port", str(settings.prefect_port), "--analytics-off",
     ]  # fmt: skip
     base_env = {**settings.client_env(), "PREFECT_HOME": str(root / "prefect")}
-    return [
+    prefect_env = {**base_env}
+    if settings.prefect_database_url:
+        prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
+    stack = [
         Service("s3", weed, f"{settings.s3_endpoint}/healthz", base_env),
-        Service("mlflow", mlflow, f"{settings.mlflow_uri}/health", base_env),
-        Service("prefect", prefect, f"{settings.prefect_api_url}/health", base_env),
-    ]
+        Service("mlflow", mlflow, f"{settings.mlflow_uri}/health",
+                {**base_env, "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_uri}),
+        Service("prefect", prefect, f"{settings.prefect_api_url}/health", prefect_env),
+    ]  # fmt: skip
+    if settings.db == "postgres":
+        server = local_postgres(settings)
+        url = f"postgresql://127.0.0.1:{server.port}"
+        stop = signal.SIGINT  # PostgreSQL's fast shutdown: SIGTERM waits for every client to leave
+        stack.insert(0, Service("postgres", server.command(), url, base_env, healthy=server.ready,
+                                user=run_as(), stop_signal=stop))  # fmt: skip
+    return stack
+
+
+def local_postgres(settings: Settings) -> LocalPostgres:
+    """The stack's PostgreSQL server (``PNEUMO_DB=postgres``)."""
+    return LocalPostgres(state_dir() / "postgres", settings.postgres_port)
 
 
 def _read_pid(service: Service) -> int | None:
@@ -94,15 +118,11 @@ def _read_pid(service: Service) -> int | None:
 
 
 def _write_s3_identities(settings: Settings) -> None:
-    path = state_dir() / "s3" / "identities.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    identity = {
-        "name": "pneumo",
-        "credentials": [{"accessKey": settings.access_key, "secretKey": settings.secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    path.write_text(json.dumps({"identities": [identity]}))
-    path.chmod(0o600)
+    """One identity with every right: the local stack is one user's (compose.yaml has one per role)."""
+    buckets = {"raw": settings.raw_bucket, "mlflow": settings.mlflow_bucket, "dvc": settings.dvc_bucket,
+               "reports": settings.reports_bucket}  # fmt: skip
+    s3_identities.write(state_dir() / "s3" / "identities.json",
+                        {"admin": (settings.access_key, settings.secret_key)}, buckets)  # fmt: skip
 
 
 def _start(service: Service) -> int:
@@ -116,8 +136,9 @@ def _start(service: Service) -> int:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=state_dir(),
+            cwd=state_dir() if service.user is None else "/",
             start_new_session=True,
+            user=service.user,
         )
     service.pid_file.write_text(json.dumps({"pid": process.pid, "command": service.command}))
     return process.pid
@@ -126,7 +147,7 @@ def _start(service: Service) -> int:
 def _wait_healthy(service: Service, pid: int) -> None:
     deadline = time.monotonic() + service.timeout_s
     while time.monotonic() < deadline:
-        if http_ok(service.health_url):
+        if service.is_healthy():
             return
         if _read_pid(service) != pid:
             break
@@ -154,20 +175,29 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[str]:
         Names of the services this call started (empty when all were already up).
     """
     _write_s3_identities(settings)
+    if os.environ.get("PNEUMO_DB"):  # kept, so that later commands need not repeat it
+        (state_dir() / "db").write_text(settings.db)
     started: dict[str, tuple[Service, int]] = {}
-    for service in services(settings):
-        if not service.local:
-            state = "reachable" if http_ok(service.health_url) else "NOT reachable"
-            echo(f"{service.name:8s} external at {service.health_url.rsplit('/', 1)[0]} ({state})")
-            continue
-        if _read_pid(service) is not None or http_ok(service.health_url):
-            echo(f"{service.name:8s} already running at {service.health_url.rsplit('/', 1)[0]}")
-            continue
-        started[service.name] = (service, _start(service))
-        echo(f"{service.name:8s} starting (log: {service.log_file})")
     try:
+        for service in services(settings):
+            if not service.local:
+                state = "reachable" if service.is_healthy() else "NOT reachable"
+                echo(f"{service.name:8s} external at {_where(service)} ({state})")
+                continue
+            if _read_pid(service) is not None or service.is_healthy():
+                echo(f"{service.name:8s} already running at {_where(service)}")
+            else:
+                if service.name == "postgres":
+                    local_postgres(settings).initialise()
+                started[service.name] = (service, _start(service))
+                echo(f"{service.name:8s} starting (log: {service.log_file})")
+            if service.name == "postgres":  # the others keep their tables in it: wait, then make them
+                if service.name in started:
+                    _wait_healthy(service, started[service.name][1])
+                local_postgres(settings).create_databases()
         for service, pid in started.values():
-            _wait_healthy(service, pid)
+            if service.name != "postgres":
+                _wait_healthy(service, pid)
             echo(f"{service.name:8s} healthy")
         ensure_buckets(settings)
     except Exception:
@@ -176,24 +206,28 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[str]:
     return list(started)
 
 
+def _where(service: Service) -> str:
+    return service.health_url.rsplit("/", 1)[0] if service.healthy is None else service.health_url
+
+
 def down(settings: Settings, only: list[str] | None = None, echo: Callable[[str], None] = print) -> None:
-    """Stop the services this stack started (all, or those named in ``only``)."""
-    for service in services(settings):
+    """Stop the services this stack started (all, or those named in ``only``), the database last."""
+    for service in reversed(services(settings)):
         if only is not None and service.name not in only:
             continue
         pid = _read_pid(service)
         if pid is None:
             service.pid_file.unlink(missing_ok=True)
             continue
-        terminate_group(pid)
+        terminate_group(pid, stop_signal=service.stop_signal)
         service.pid_file.unlink(missing_ok=True)
         echo(f"{service.name:8s} stopped")
 
 
-def terminate_group(pid: int, grace_s: float = 20.0) -> None:
-    """SIGTERM a process group, then SIGKILL it if it is still there after ``grace_s``."""
+def terminate_group(pid: int, grace_s: float = 20.0, stop_signal: int = signal.SIGTERM) -> None:
+    """Signal a process group (SIGTERM), then SIGKILL it if it is still there after ``grace_s``."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, stop_signal)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
@@ -219,9 +253,9 @@ def status(settings: Settings) -> list[dict[str, object]]:
     return [
         {
             "service": s.name,
-            "url": s.health_url.rsplit("/", 1)[0],
+            "url": _where(s),
             "pid": _read_pid(s),
-            "healthy": http_ok(s.health_url),
+            "healthy": s.is_healthy(),
         }
         for s in services(settings)
     ]

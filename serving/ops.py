@@ -57,9 +57,15 @@ def ready():
         "registry_reachable": holder.registry_reachable,
         "last_registry_check": holder.last_check,
         "last_error": redact(holder.last_error),
+        # the prediction records: a store that keeps failing loses what monitoring needs
+        "records": _records_health(current_app.extensions["pneumo.recorder"].health()),
         "auth_required": current_app.config["API_TOKEN"] is not None,
     }
     return jsonify(body), 200 if model else 503
+
+
+def _records_health(health: dict) -> dict:
+    return {**health, "last_failure": redact(health["last_failure"])}
 
 
 @bp.get("/metrics")

@@ -61,6 +61,8 @@ class Recorder:
         self.dropped = 0
         self._lock = threading.Lock()
         self.written = 0
+        self.failing_since: datetime | None = None  # the first of the failures in a row, if failing
+        self.last_failure: str | None = None
         self._thread = threading.Thread(target=self._drain, name="prediction-recorder", daemon=True)
         self._thread.start()
         atexit.register(self.flush)  # a worker that exits normally writes what it has queued
@@ -90,11 +92,27 @@ class Recorder:
                 with self._engine.begin() as connection:
                     connection.execute(predictions.insert().values(**row))
                 self.written += 1
-            except Exception:
+                if self.failing_since is not None:
+                    log.info("recording works again after failing since %s", self.failing_since)
+                self.failing_since = None
+            except Exception as error:
                 self._drop()
-                log.exception("could not record prediction %s", item.request_id)
+                self.last_failure = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                self.failing_since = self.failing_since or now()
+                log.error("could not record prediction %s: %s", item.request_id, self.last_failure)
             finally:
                 self.queue.task_done()
+
+    def health(self) -> dict[str, Any]:
+        """For ``/ready``: whether the last record was written, and if not, since when and why."""
+        failing = self.failing_since is not None
+        return {
+            "ok": not failing,
+            "written": self.written,
+            "dropped": self.dropped,
+            "failing_since": self.failing_since.isoformat() if failing else None,
+            "last_failure": self.last_failure if failing else None,
+        }
 
     def _drop(self) -> None:
         with self._lock:

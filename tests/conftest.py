@@ -6,7 +6,11 @@ Environment is set at import time, before Prefect or MLflow read their settings.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +22,7 @@ from pathlib import Path
 import pytest
 
 _STATE = Path(tempfile.mkdtemp(prefix="pneumo-test-state-"))
+_STATE.chmod(0o755)  # PostgreSQL may run as its own user (PNEUMO_TEST_DB=postgres, as root)
 os.environ.update(
     {
         "PNEUMO_STATE_DIR": str(_STATE),
@@ -25,6 +30,9 @@ os.environ.update(
         "PNEUMO_S3_PORT": os.environ.get("PNEUMO_TEST_S3_PORT", "28333"),
         "PNEUMO_MLFLOW_PORT": os.environ.get("PNEUMO_TEST_MLFLOW_PORT", "25000"),
         "PNEUMO_PREFECT_PORT": os.environ.get("PNEUMO_TEST_PREFECT_PORT", "24200"),
+        # PNEUMO_TEST_DB=postgres: MLflow, Prefect and the records on a PostgreSQL server of the stack
+        "PNEUMO_DB": os.environ.get("PNEUMO_TEST_DB", "sqlite"),
+        "PNEUMO_POSTGRES_PORT": os.environ.get("PNEUMO_TEST_POSTGRES_PORT", "25432"),
         "PREFECT_HOME": str(_STATE / "prefect-client"),
         # Operator events go nowhere unless a test points them at its own service (never :8085).
         "PNEUMO_EVENTS_URL": "http://127.0.0.1:1/admin/events",
@@ -65,6 +73,51 @@ def stack() -> Iterator[Settings]:
     started = stack_module.up(SETTINGS)
     yield SETTINGS
     stack_module.down(SETTINGS, only=started)
+
+
+@pytest.fixture
+def records_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty prediction records store for one test: a SQLite file, or, when the stack runs on
+    PostgreSQL, a database of its own on the stack's server."""
+    if SETTINGS.db != "postgres":
+        return f"sqlite:///{tmp_path / 'records.db'}"
+    from pneumo.stack import local_postgres
+
+    request.getfixturevalue("stack")
+    name = f"records_{os.getpid()}_{next(_DATABASES)}"
+    local_postgres(SETTINGS).create_databases((name,))
+    return local_postgres(SETTINGS).url(name)
+
+
+_DATABASES = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator:
+    """A PostgreSQL server of its own (initdb'd in a temporary folder, on a free port)."""
+    from pneumo.postgres import LocalPostgres, run_as
+    from pneumo.stack import terminate_group
+
+    folder = Path(tempfile.mkdtemp(prefix="pneumo-test-postgres-"))
+    folder.chmod(0o755)  # the server may run as another user (postgres, when we are root)
+    server = LocalPostgres(folder, free_port())
+    server.initialise()
+    with (folder / "server.log").open("ab") as log:
+        process = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                                   start_new_session=True, user=run_as())  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not server.ready():
+        assert process.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()
+        time.sleep(0.2)
+    yield server
+    terminate_group(process.pid, stop_signal=signal.SIGINT)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -122,15 +175,11 @@ def running_service(env: dict[str, str], ready: str = "/health", log: Path | Non
     """The prediction service as deployed (gunicorn, 1 worker) on a free port, with ``env`` on top
     of this process's environment, once ``ready`` answers 200 (``/ready``: with its model loaded);
     yields its URL and stops it after. With ``log``, its output (access and error logs) goes there."""
-    import socket
-
     import requests
 
     from pneumo.stack import gunicorn_command, terminate_group
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command, extra = gunicorn_command("127.0.0.1", port, workers=1, threads=2)
     output = log.open("ab") if log else None
     server = subprocess.Popen(command, env={**os.environ, **extra, **env}, start_new_session=True,
@@ -239,7 +288,7 @@ def served_model(stack: Settings, source: str) -> dict:
 
 
 @pytest.fixture
-def app(served_model: dict, tmp_path: Path):
+def app(served_model: dict, tmp_path: Path, records_url: str):
     """A fresh app (and a fresh predictions database) per test."""
     from pneumo.serving import create_app
 
@@ -248,7 +297,7 @@ def app(served_model: dict, tmp_path: Path):
             "TESTING": True,
             "MODEL_NAME": SERVING_MODEL,
             "RELOAD_INTERVAL_S": 0,
-            "RECORDS_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+            "RECORDS_URL": records_url,
             "ADMIN_TOKEN": SERVING_ADMIN,
         }
     )

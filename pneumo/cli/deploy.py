@@ -13,6 +13,10 @@ from pneumo.config import apply_client_env
 
 def deploy_cmd(
     worker: Annotated[bool, typer.Option(help="Then run a worker in the foreground.")] = True,
+    healthcheck: Annotated[
+        bool,
+        typer.Option(help="The worker answers GET /health on PREFECT_WORKER_WEBSERVER_HOST:PORT (8080)."),
+    ] = False,
 ) -> None:
     """Register the training and monitoring deployments (prefect.yaml) and start a worker."""
     apply_client_env()
@@ -25,5 +29,5 @@ def deploy_cmd(
         fail(str(error))
     typer.echo("registered deployments training/training and monitoring/monitoring", err=True)
     if worker:
-        command = worker_command()
+        command = worker_command(healthcheck)
         os.execv(command[0], command)

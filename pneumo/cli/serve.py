@@ -16,10 +16,10 @@ from pneumo.stack import gunicorn_command
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8085,
-    workers: Annotated[int, typer.Option(help="gunicorn worker processes.")] = 1,
-    threads: Annotated[int, typer.Option(help="Threads per worker.")] = 4,
+    host: Annotated[str, typer.Option(help="Address to bind.", envvar="PNEUMO_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", envvar="PNEUMO_PORT")] = 8085,
+    workers: Annotated[int, typer.Option(help="gunicorn worker processes.", envvar="PNEUMO_WORKERS")] = 1,
+    threads: Annotated[int, typer.Option(help="Threads per worker.", envvar="PNEUMO_THREADS")] = 4,
 ) -> None:
     """Serve the champion model: web page and JSON API (gunicorn)."""
     apply_client_env()

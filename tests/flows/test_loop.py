@@ -4,12 +4,14 @@ and the service follows the alias."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-from conftest import send_images, start_worker, stop_worker, wait_for_flow_run
+import requests
+from conftest import running_service, send_images, start_worker, stop_worker, wait_for_flow_run
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -18,6 +20,7 @@ from prefect.deployments import run_deployment
 from pneumo.config import Settings
 from pneumo.contract import CHAMPION, GATE_ARTIFACT
 from pneumo.models import alias_version
+from pneumo.monitoring.records import read_records
 from pneumo.orchestration import register_deployments
 from pneumo.serving import create_app
 from pneumo.synth import generate
@@ -71,20 +74,39 @@ def _monitor(records_url: str):
     return run
 
 
-def test_in_distribution_monitoring_completes_and_starts_nothing(
-    trained: dict, synthetic_dir: Path, tmp_path: Path
+def test_two_replicas_record_into_one_store_and_the_monitoring_run_sees_both(
+    trained: dict, synthetic_dir: Path, records_url: str
 ):
-    url = f"sqlite:///{tmp_path / 'records.db'}"
-    send_images([Image.open(p).copy() for p in sorted((synthetic_dir / "images").glob("*.png"))], url, MODEL)
-    run = _monitor(url)
-    assert _report(run.id).startswith("# Drift report: no drift")
+    """Scaled out as compose would run it: two API replicas (gunicorn processes) and the worker share
+    one records store (PostgreSQL with PNEUMO_TEST_DB=postgres) and one S3. In distribution, the
+    monitoring run reads every record of both replicas, and starts nothing."""
+    env = {"PNEUMO_MODEL_NAME": MODEL, "PNEUMO_RECORDS_URL": records_url, "PNEUMO_RELOAD_INTERVAL": "0"}
+    paths = sorted((synthetic_dir / "images").glob("*.png"))
+    answered: dict[str, list[str]] = {}
+    with running_service(env, ready="/ready") as first, running_service(env, ready="/ready") as second:
+        for index, path in enumerate(paths):
+            replica = (first, second)[index % 2]
+            response = requests.post(
+                f"{replica}/predict", files={"file": (path.name, path.read_bytes())}, timeout=60
+            )
+            assert response.status_code == 200, response.text
+            answered.setdefault(replica, []).append(response.json()["request_id"])
+        deadline = time.monotonic() + 60  # each replica's recorder writes in the background
+        while len(read_records(records_url, model_name=MODEL)) < len(paths) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    recorded = {row["request_id"] for row in read_records(records_url, model_name=MODEL)}
+    assert all(set(ids) <= recorded for ids in answered.values()) and len(answered) == 2
+    run = _monitor(records_url)
+    report = _report(run.id)
+    assert report.startswith("# Drift report: no drift"), report
+    assert f"production records: {len(paths)}" in report
     assert recent_retrainings("training/training", 1, MODEL) == []
 
 
 def test_drift_retrains_the_champions_recipe_to_completion_and_the_service_follows(
-    trained: dict, source: str, tmp_path: Path
+    trained: dict, source: str, tmp_path: Path, records_url: str
 ):
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+    url = records_url
     out = tmp_path / "other-site"
     generate(out, n=60, seed=31, size=96)
     # Another site's pipeline: inverted, low-contrast exports at another size.

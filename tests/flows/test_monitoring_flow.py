@@ -73,11 +73,11 @@ def _read_json(stack: Settings, uri: str) -> dict:
 
 
 def test_training_distribution_gives_no_drift(
-    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings
+    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings, records_url: str
 ):
     """Images of the training data set (same label mix), each with its true diagnosis confirmed by a
     clinician: no drift, live performance like the champion's, no retraining."""
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+    url = records_url
     table = read_labelled(synthetic_dir)
     images = [Image.open(path).copy() for path in table["path"]]
     send(images, url, [LABELS[label] for label in table["label"]])
@@ -98,8 +98,8 @@ def test_training_distribution_gives_no_drift(
     assert report["decision"] == "no drift" and report["performance"]["labelled"] == len(images)
 
 
-def test_too_few_records_give_no_decision(monitored, fresh_images, tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+def test_too_few_records_give_no_decision(monitored, fresh_images, tmp_path: Path, records_url: str):
+    url = records_url
     send(fresh_images[:5], url)
     summary = run(url)
     assert summary["decision"] == "insufficient data" and summary["records"] == 5
@@ -107,10 +107,10 @@ def test_too_few_records_give_no_decision(monitored, fresh_images, tmp_path: Pat
 
 
 def test_shifted_inputs_drift_report_and_retrain_once(
-    monitored, fresh_images, tmp_path: Path, stack: Settings
+    monitored, fresh_images, tmp_path: Path, stack: Settings, records_url: str
 ):
     """No worker runs in this module: the retraining stays SCHEDULED, and scheduled counts."""
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+    url = records_url
     send([shifted(image, i) for i, image in enumerate(fresh_images)], url)
     before = recent_retrainings("training/training", 1, MODEL)
 
@@ -150,7 +150,7 @@ def test_shifted_inputs_drift_report_and_retrain_once(
 
 
 def test_the_report_says_whether_a_site_threshold_still_meets_its_target(
-    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings
+    monitored, synthetic_dir: Path, tmp_path: Path, stack: Settings, records_url: str
 ):
     """A site's threshold (``pneumo calibrate``) that no longer holds: the service at that site
     decides with it, clinicians confirm the diagnoses, and the report says the site misses its target."""
@@ -159,7 +159,7 @@ def test_the_report_says_whether_a_site_threshold_still_meets_its_target(
                                  specificity=0.9, images=100, positives=50, data="s3://east/sample",
                                  calibrated_at="2026-11-28T06:00:00+00:00")  # fmt: skip
     client.set_model_version_tag(MODEL, monitored["version"], far_too_high.tag, far_too_high.to_tag_value())
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+    url = records_url
     table = read_labelled(synthetic_dir)
     images = [Image.open(path).copy() for path in table["path"]]
     answers = send_images(images, url, MODEL, [LABELS[label] for label in table["label"]], site="east")
@@ -181,12 +181,12 @@ def test_the_report_says_whether_a_site_threshold_still_meets_its_target(
 
 
 def test_a_drop_in_live_performance_is_a_reason_to_retrain_through_the_same_cooldown(
-    monitored, fresh_images, tmp_path: Path, stack: Settings
+    monitored, fresh_images, tmp_path: Path, stack: Settings, records_url: str
 ):
     """Inputs like the training data (no drift), but every answer contradicted by the confirmed
     diagnosis: live performance fell, which is a reason to retrain, held by the same cooldown as the
     drift retraining started above."""
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+    url = records_url
     answers = send(fresh_images[:20], url)
     wrong = [("NORMAL" if answer["label"] == "PNEUMONIA" else "PNEUMONIA") for answer in answers]
     engine = make_engine(url)
@@ -211,11 +211,11 @@ def test_a_drop_in_live_performance_is_a_reason_to_retrain_through_the_same_cool
     assert "live performance on 80 confirmed diagnoses" in html
 
 
-def test_reports_page_has_a_row_per_report_and_the_trend(monitored, stack: Settings, tmp_path: Path):
+def test_reports_page_has_a_row_per_report_and_the_trend(
+    monitored, stack: Settings, tmp_path: Path, records_url: str
+):
     """What the weekly reviewer reads: each report's numbers and decision, newest first, and the trend."""
-    app = create_app(
-        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": f"sqlite:///{tmp_path / 'r.db'}"}
-    )
+    app = create_app({"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": records_url})
     client = app.test_client()
     listing = client.get("/reports?format=json").get_json()["reports"]
     assert len(listing) >= 6, "the other monitoring tests saved reports"

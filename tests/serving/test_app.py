@@ -123,10 +123,12 @@ def test_bad_inputs_get_the_right_4xx(client, xray: Image.Image):
         assert response.get_json()["error"], name
 
 
-def test_upload_over_the_limit_is_413(served_model: dict, tmp_path: Path, xray: Image.Image):
+def test_upload_over_the_limit_is_413(
+    served_model: dict, tmp_path: Path, xray: Image.Image, records_url: str
+):
     app = create_app(
         {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "MAX_CONTENT_LENGTH": 50_000,
-         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+         "RECORDS_URL": records_url}
     )  # fmt: skip
     big = _encode(Image.effect_noise((400, 400), 80).convert("L"))
     assert len(big) > 50_000
@@ -166,10 +168,12 @@ def test_every_prediction_is_recorded(client, app, xray: Image.Image):
     assert row["image_uri"] is None  # the image itself is patient data: not stored by default
 
 
-def test_api_token_guards_predict_when_configured(served_model: dict, tmp_path: Path, xray: Image.Image):
+def test_api_token_guards_predict_when_configured(
+    served_model: dict, tmp_path: Path, xray: Image.Image, records_url: str
+):
     app = create_app(
         {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "API_TOKEN": "s3cret",
-         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+         "RECORDS_URL": records_url}
     )  # fmt: skip
     client = app.test_client()
     assert _post(client, _encode(xray)).status_code == 401
@@ -205,12 +209,14 @@ def test_metrics_count_requests_and_name_the_model(client, xray: Image.Image, se
 # --- model lifecycle --------------------------------------------------------------------------------
 
 
-def test_no_model_means_not_ready_and_503(stack: Settings, tmp_path: Path, xray: Image.Image):
+def test_no_model_means_not_ready_and_503(
+    stack: Settings, tmp_path: Path, xray: Image.Image, records_url: str
+):
     app = create_app(
         {
             "MODEL_NAME": "no-such-model",
             "RELOAD_INTERVAL_S": 0,
-            "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}",
+            "RECORDS_URL": records_url,
         }
     )
     client = app.test_client()
@@ -269,24 +275,40 @@ def test_hot_reload_under_concurrent_requests_loses_none(app, served_model: dict
     assert versions[0] == old.version and versions[-1] == new.version
 
 
-def test_a_broken_record_store_never_breaks_predictions(served_model: dict, tmp_path: Path, xray):
+def test_a_broken_record_store_never_breaks_predictions_and_is_reported(
+    served_model: dict, tmp_path: Path, xray, caplog
+):
+    missing = tmp_path / "not-yet"
     app = create_app(
-        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": "sqlite:////nonexistent/dir/p.db"}
+        {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": f"sqlite:///{missing}/p.db"}
     )
     client = app.test_client()
-    assert all(_post(client, _encode(xray)).status_code == 200 for _ in range(3))
-    recorder = app.extensions["pneumo.recorder"]
-    recorder.flush()
+    with caplog.at_level("ERROR", logger="pneumo.serving.records"):
+        assert all(_post(client, _encode(xray)).status_code == 200 for _ in range(3))
+        recorder = app.extensions["pneumo.recorder"]
+        recorder.flush()
     assert recorder.dropped == 3 and recorder.written == 0
+    failures = [r.getMessage() for r in caplog.records if "could not record prediction" in r.getMessage()]
+    assert len(failures) == 3 and all("unable to open database file" in m for m in failures), failures
+    records = client.get("/ready").get_json()["records"]
+    assert records["ok"] is False and records["dropped"] == 3 and records["failing_since"]
+    assert "unable to open database file" in records["last_failure"]
+    missing.mkdir()  # the store is back: the next record is written and /ready says so
+    assert _post(client, _encode(xray)).status_code == 200
+    recorder.flush()
+    records = client.get("/ready").get_json()["records"]
+    assert records == {"ok": True, "written": 1, "dropped": 3, "failing_since": None, "last_failure": None}
 
 
-def test_images_go_to_s3_only_when_asked(served_model: dict, tmp_path: Path, xray, stack: Settings):
+def test_images_go_to_s3_only_when_asked(
+    served_model: dict, tmp_path: Path, xray, stack: Settings, records_url: str
+):
     from pneumo.storage import s3_client, split_uri
 
     uri = f"s3://{stack.raw_bucket}/prediction-images"
     app = create_app(
         {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "STORE_IMAGES_URI": uri,
-         "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"}
+         "RECORDS_URL": records_url}
     )  # fmt: skip
     data = _encode(xray)
     request_id = _post(app.test_client(), data).get_json()["request_id"]

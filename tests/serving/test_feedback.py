@@ -72,9 +72,11 @@ def test_feedback_that_is_not_json_is_refused(client):
     assert response.status_code == 400 and "no JSON object" in response.get_json()["error"]
 
 
-def test_feedback_needs_the_api_token_when_predict_does(served_model: dict, tmp_path: Path, xray):
+def test_feedback_needs_the_api_token_when_predict_does(
+    served_model: dict, tmp_path: Path, xray, records_url: str
+):
     app = create_app({"MODEL_NAME": SERVING_MODEL, "RELOAD_INTERVAL_S": 0, "API_TOKEN": "s3cret",
-                      "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"})  # fmt: skip
+                      "RECORDS_URL": records_url})  # fmt: skip
     client, auth = app.test_client(), {"Authorization": "Bearer s3cret"}
     answer = _predict(client, xray, headers=auth)
     body = {"request_id": answer["request_id"], "label": "NORMAL"}
@@ -85,14 +87,14 @@ def test_feedback_needs_the_api_token_when_predict_does(served_model: dict, tmp_
 
 
 def test_a_confirmed_image_becomes_de_identified_training_data(
-    served_model: dict, tmp_path: Path, xray, stack: Settings
+    served_model: dict, tmp_path: Path, xray, stack: Settings, records_url: str
 ):
     """With image storage on, the confirmed image lands, pixels only, in its label's class folder
     under the feedback prefix; a correction moves it."""
     run = uuid.uuid4().hex[:8]
     stored, feedback = f"s3://{stack.raw_bucket}/stored-{run}", f"s3://{stack.raw_bucket}/feedback-{run}"
     app = create_app({"MODEL_NAME": SERVING_MODEL, "RELOAD_INTERVAL_S": 0, "STORE_IMAGES_URI": stored,
-                      "FEEDBACK_URI": feedback, "RECORDS_URL": f"sqlite:///{tmp_path / 'p.db'}"})  # fmt: skip
+                      "FEEDBACK_URI": feedback, "RECORDS_URL": records_url})  # fmt: skip
     client, s3 = app.test_client(), s3_client(stack)
     answer = _predict(client, xray)
     first = client.post("/feedback", json={"request_id": answer["request_id"], "label": "PNEUMONIA"})

@@ -1,0 +1,106 @@
+"""The image as shipped: its default command, run with buildah against the test stack, serves the
+registry's champion. Run by ``make test-image`` (part of ``make test``), which builds the image
+first (``make image``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from conftest import SERVING_MODEL, free_port
+
+from pneumo.config import Settings
+from pneumo.stack import terminate_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.image]
+IMAGE = os.environ.get("PNEUMO_IMAGE", "localhost/pneumo:latest")
+RUN = ["buildah", "run", "--isolation", "chroot"]  # shares the host's network: the test stack is on 127.0.0.1
+
+
+def _image_config() -> dict:
+    result = subprocess.run(["buildah", "inspect", "--type", "image", IMAGE], capture_output=True, text=True)
+    assert result.returncode == 0, f"no image {IMAGE}: run make image first ({result.stderr.strip()})"
+    return json.loads(result.stdout)["OCIv1"]["config"]
+
+
+@pytest.fixture(scope="module")
+def container() -> Iterator[str]:
+    name = subprocess.run(
+        ["buildah", "from", "--pull-never", IMAGE], capture_output=True, text=True, check=True
+    )
+    container = name.stdout.strip()
+    yield container
+    subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def served_from_the_image(
+    container: str, served_model: dict, stack: Settings, tmp_path_factory
+) -> Iterator[str]:
+    """The image's default command (entry point and command as built) with the deployment's settings."""
+    config = _image_config()
+    default_command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+    assert default_command == ["pneumo", "serve"]
+    port = free_port()
+    settings = {
+        "PNEUMO_PORT": str(port), "PNEUMO_HOST": "127.0.0.1", "PNEUMO_MODEL_NAME": SERVING_MODEL,
+        "MLFLOW_TRACKING_URI": stack.mlflow_uri, "PNEUMO_S3_ENDPOINT": stack.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": stack.access_key, "AWS_SECRET_ACCESS_KEY": stack.secret_key,
+    }  # fmt: skip
+    env = [arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")]
+    log = tmp_path_factory.mktemp("image") / "serve.log"
+    with log.open("ab") as output:
+        command = [*RUN, *env, container, "--", *default_command]
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            try:
+                if requests.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        yield url
+    finally:
+        terminate_group(server.pid)
+
+
+def test_the_image_serves_the_champion_through_its_default_command(
+    served_from_the_image: str, served_model, xray
+):
+    url = served_from_the_image
+    assert requests.get(f"{url}/health", timeout=5).status_code == 200
+    ready = requests.get(f"{url}/ready", timeout=5).json()
+    assert ready["model_name"] == SERVING_MODEL and ready["model_version"] == served_model["version"]
+    assert ready["runtime"] == "onnx" and ready["records"]["ok"] is True
+    buffer = io.BytesIO()
+    xray.save(buffer, "PNG")
+    answer = requests.post(
+        f"{url}/predict", files={"file": ("x.png", buffer.getvalue(), "image/png")}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["label"] in ("NORMAL", "PNEUMONIA") and 0 <= body["probability"] <= 1
+    assert body["model_version"] == served_model["version"]
+
+
+def test_the_image_holds_what_runs_and_no_dev_tool(container: str):
+    probe = ("import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None for m in "
+             "['pneumo', 'onnxruntime', 'pydicom', 'alembic', 'psycopg2', 'pytest', 'ruff', 'playwright', "
+             "'schemathesis']}))")  # fmt: skip
+    result = subprocess.run([*RUN, container, "--", "python", "-c", probe], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    found = json.loads(result.stdout)
+    assert all(found[m] for m in ("pneumo", "onnxruntime", "pydicom", "alembic", "psycopg2")), found
+    assert not any(found[m] for m in ("pytest", "ruff", "playwright", "schemathesis")), found
+    user = subprocess.run([*RUN, container, "--", "id", "-u"], capture_output=True, text=True, check=True)
+    assert user.stdout.strip() == "10001"
