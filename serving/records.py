@@ -82,14 +82,23 @@ class Recorder:
         while self.queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.02)
 
+    def _connect(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.url)  # upgrades an older release's database first
+        return self._engine
+
     def _drain(self) -> None:
+        try:  # on start, so an older database is upgraded before the first prediction needs it
+            self._connect()
+        except Exception as error:  # the store is down: tried again with the first record
+            log.warning(
+                "the records store is not reachable yet: %s", f"{type(error).__name__}: {error}"[:500]
+            )
         while True:
             item = self.queue.get()
             try:
                 row = self._row(item)
-                if self._engine is None:
-                    self._engine = make_engine(self.url)
-                with self._engine.begin() as connection:
+                with self._connect().begin() as connection:
                     connection.execute(predictions.insert().values(**row))
                 self.written += 1
                 if self.failing_since is not None:

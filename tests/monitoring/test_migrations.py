@@ -115,3 +115,26 @@ def test_processes_that_upgrade_at_once_all_succeed(url: str):
     assert revisions == [head()] * 4
     assert schema_differences(url) == []
     assert [row["request_id"] for row in read_records(url)] == ["old"]
+
+
+def test_the_service_upgrades_an_older_database_when_it_starts(tmp_path: Path):
+    """Before its first prediction: gunicorn's workers start, then wait for a request."""
+    import time
+
+    from pneumo.serving import create_app
+
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    database_of_release(url, "0001")
+    fresh(url)
+    app = create_app({"MODEL_NAME": "no-model-needed", "RELOAD_INTERVAL_S": 0, "RECORDS_URL": url})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with create_engine(url).connect() as connection:
+                if current_revision(connection) == head():
+                    break
+            time.sleep(0.2)
+        assert schema_differences(url) == []
+        assert [row["request_id"] for row in read_records(url)] == ["old"]
+    finally:
+        app.extensions["pneumo.model"].stop()
