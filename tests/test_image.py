@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -91,6 +92,48 @@ def test_the_image_serves_the_champion_through_its_default_command(
     body = answer.json()
     assert body["label"] in ("NORMAL", "PNEUMONIA") and 0 <= body["probability"] <= 1
     assert body["model_version"] == served_model["version"]
+
+
+def test_the_images_worker_registers_the_deployments_and_runs_one_to_completion(
+    container: str, stack: Settings, served_model: dict, records_url: str, tmp_path: Path
+):
+    """compose's worker: ``pneumo deploy --healthcheck`` from the image registers prefect.yaml's
+    deployments (flow files in PNEUMO_HOME, /app), answers its health check, and runs a monitoring
+    flow run to COMPLETED in the container."""
+    from prefect.deployments import run_deployment
+
+    health_port, mounts = free_port(), []
+    if records_url.startswith("sqlite:///"):  # the container sees the host's file through a mount
+        folder = Path(records_url.removeprefix("sqlite:///")).parent
+        folder.chmod(0o777)  # the image runs as uid 10001
+        mounts, records_url = ["--volume", f"{folder}:/records"], "sqlite:////records/records.db"
+    settings = {
+        "MLFLOW_TRACKING_URI": stack.mlflow_uri, "PNEUMO_S3_ENDPOINT": stack.s3_endpoint,
+        "PREFECT_API_URL": stack.prefect_api_url, "PNEUMO_RECORDS_URL": records_url,
+        "AWS_ACCESS_KEY_ID": stack.access_key, "AWS_SECRET_ACCESS_KEY": stack.secret_key,
+        "PNEUMO_EVENTS_URL": os.environ["PNEUMO_EVENTS_URL"], "PNEUMO_ADMIN_TOKEN": "image-test-admin",
+        "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1", "PREFECT_WORKER_WEBSERVER_PORT": str(health_port),
+    }  # fmt: skip
+    env = [arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")]
+    log = tmp_path / "worker.log"
+    with log.open("ab") as output:
+        command = [*RUN, *env, *mounts, container, "--", "pneumo", "deploy", "--healthcheck"]
+        worker = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{health_port}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        parameters = {"model_name": SERVING_MODEL, "records_url": records_url}
+        run = run_deployment("monitoring/monitoring", parameters=parameters, timeout=600)
+        assert run.state.is_completed(), (run.state.message, log.read_text()[-3000:])
+    finally:
+        terminate_group(worker.pid)
 
 
 def test_the_image_holds_what_runs_and_no_dev_tool(container: str):
