@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -118,6 +119,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def seaweed_port() -> int:
+    """An S3 port whose companions (master +1000, volume +1007, filer +555, admin +15313: see
+    pneumo.stack) are free too and below 65536."""
+    for _ in range(200):
+        port = random.randrange(30000, 50000)
+        try:
+            for offset in (0, 555, 1000, 1007, 15313):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no free set of ports for SeaweedFS")
 
 
 @pytest.fixture(scope="session")

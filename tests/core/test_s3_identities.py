@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import botocore.exceptions
 import pytest
-from conftest import free_port
+from conftest import seaweed_port
 
 from pneumo import s3_identities
 from pneumo import stack as stack_module
@@ -41,7 +41,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("s3-state")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PNEUMO_STATE_DIR", str(state))
-        patch.setenv("PNEUMO_S3_PORT", str(free_port()))
+        patch.setenv("PNEUMO_S3_PORT", str(seaweed_port()))
         patch.delenv("PNEUMO_S3_ENDPOINT", raising=False)
         settings = Settings.from_env()
         service = next(s for s in stack_module.services(settings) if s.name == "s3")

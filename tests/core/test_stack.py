@@ -54,11 +54,14 @@ def test_one_setting_moves_mlflow_prefect_and_the_records_to_postgres():
     Prefect's and the records' tables, later commands need not repeat the setting, and no password
     is on a command line."""
     import psycopg2
-    from conftest import CLI, free_port
+    from conftest import CLI, free_port, seaweed_port
 
     tmp_path = Path(tempfile.mkdtemp(prefix="pneumo-stack-"))  # not under pytest's folders (mode 700):
     tmp_path.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    ports = {name: str(free_port()) for name in ("S3", "MLFLOW", "PREFECT", "POSTGRES")}
+    ports = {
+        "S3": str(seaweed_port()),
+        **{name: str(free_port()) for name in ("MLFLOW", "PREFECT", "POSTGRES")},
+    }
     env = {**os.environ, "PNEUMO_STATE_DIR": str(tmp_path), "COLUMNS": "250",
            **{f"PNEUMO_{name}_PORT": port for name, port in ports.items()}}  # fmt: skip
     for name in ("PNEUMO_DB", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PNEUMO_S3_ENDPOINT",
