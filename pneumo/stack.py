@@ -149,7 +149,7 @@ def _wait_healthy(service: Service, pid: int) -> None:
     while time.monotonic() < deadline:
         if service.is_healthy():
             return
-        if _read_pid(service) != pid:
+        if not _alive(pid):  # (not _read_pid: just after the fork, the child is not the command yet)
             break
         time.sleep(0.5)
     tail = service.log_file.read_text(errors="replace").splitlines()[-15:]
@@ -157,6 +157,15 @@ def _wait_healthy(service: Service, pid: int) -> None:
         f"{service.name} did not become healthy at {service.health_url}; "
         f"last lines of {service.log_file}:\n" + "\n".join(tail)
     )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def ensure_buckets(settings: Settings) -> None:

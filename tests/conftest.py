@@ -122,12 +122,13 @@ def free_port() -> int:
 
 
 def seaweed_port() -> int:
-    """An S3 port whose companions (master +1000, volume +1007, filer +555, admin +15313: see
-    pneumo.stack) are free too and below 65536."""
+    """An S3 port whose companions are free too: master +1000, volume +1007, filer +555 and admin
+    +15313 (pneumo.stack), each with its gRPC port 10000 above (SeaweedFS's rule), all below 65536."""
+    offsets = [base + grpc for base in (0, 555, 1000, 1007, 15313) for grpc in (0, 10000)]
     for _ in range(200):
-        port = random.randrange(30000, 50000)
+        port = random.randrange(20000, 65535 - max(offsets))
         try:
-            for offset in (0, 555, 1000, 1007, 15313):
+            for offset in offsets:
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", port + offset))
             return port
