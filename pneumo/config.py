@@ -144,7 +144,13 @@ class Settings:
     @property
     def buckets(self) -> list[str]:
         """Buckets the stack creates."""
-        return [self.raw_bucket, self.mlflow_bucket, self.dvc_bucket, self.reports_bucket]
+        return list(self.bucket_names.values())
+
+    @property
+    def bucket_names(self) -> dict[str, str]:
+        """Each bucket by its use: raw, mlflow, dvc, reports."""
+        return {"raw": self.raw_bucket, "mlflow": self.mlflow_bucket, "dvc": self.dvc_bucket,
+                "reports": self.reports_bucket}  # fmt: skip
 
     def client_env(self) -> dict[str, str]:
         """Environment that points MLflow, Prefect, boto3 and DVC clients at these services."""

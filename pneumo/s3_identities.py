@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from pneumo.config import Settings
+
 ROLES = ("admin", "mlflow", "worker", "api")
 ALL_RIGHTS = ["Admin", "Read", "Write", "List", "Tagging"]
 PREDICTION_IMAGES = "prediction-images"  # the raw bucket's prefix for PNEUMO_STORE_IMAGES_URI
@@ -68,17 +70,6 @@ def write(path: Path, credentials: dict[str, tuple[str, str]], buckets: dict[str
         json.dump(document(credentials, buckets), handle)
 
 
-def buckets_from_env() -> dict[str, str]:
-    """The bucket names, from the variables :class:`pneumo.config.Settings` reads."""
-    defaults = {
-        "raw": "pneumo-raw",
-        "mlflow": "pneumo-mlflow",
-        "dvc": "pneumo-dvc",
-        "reports": "pneumo-reports",
-    }
-    return {kind: os.environ.get(f"PNEUMO_{kind.upper()}_BUCKET", name) for kind, name in defaults.items()}
-
-
 def credentials_from_env() -> dict[str, tuple[str, str]]:
     """Every role whose ``PNEUMO_S3_<ROLE>_ACCESS_KEY`` and ``..._SECRET_KEY`` are set."""
     found = {}
@@ -98,7 +89,7 @@ def main(argv: list[str]) -> int:
     if "admin" not in credentials:
         print("PNEUMO_S3_ADMIN_ACCESS_KEY and PNEUMO_S3_ADMIN_SECRET_KEY must be set", file=sys.stderr)
         return 2
-    write(Path(argv[0]), credentials, buckets_from_env())
+    write(Path(argv[0]), credentials, Settings.from_env().bucket_names)
     print(f"S3 identities: {', '.join(credentials)}", file=sys.stderr)
     return 0
 

@@ -119,10 +119,8 @@ def _read_pid(service: Service) -> int | None:
 
 def _write_s3_identities(settings: Settings) -> None:
     """One identity with every right: the local stack is one user's (compose.yaml has one per role)."""
-    buckets = {"raw": settings.raw_bucket, "mlflow": settings.mlflow_bucket, "dvc": settings.dvc_bucket,
-               "reports": settings.reports_bucket}  # fmt: skip
-    s3_identities.write(state_dir() / "s3" / "identities.json",
-                        {"admin": (settings.access_key, settings.secret_key)}, buckets)  # fmt: skip
+    admin = {"admin": (settings.access_key, settings.secret_key)}
+    s3_identities.write(state_dir() / "s3" / "identities.json", admin, settings.bucket_names)
 
 
 def _start(service: Service) -> int:

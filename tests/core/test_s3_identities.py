@@ -45,7 +45,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
         patch.delenv("PNEUMO_S3_ENDPOINT", raising=False)
         settings = Settings.from_env()
         service = next(s for s in stack_module.services(settings) if s.name == "s3")
-        buckets = s3_identities.buckets_from_env()
+        buckets = settings.bucket_names
         s3_identities.write(state / "s3" / "identities.json", ROLES, buckets)
         pid = stack_module._start(service)
         try:
