@@ -41,6 +41,9 @@ class Service:
     healthy: Callable[[], bool] | None = None  # instead of an HTTP check of ``health_url``
     user: str | None = None  # run as this user (PostgreSQL, when we are root)
     stop_signal: int = signal.SIGTERM
+    prepare: Callable[[], None] | None = None  # before it starts (initdb)
+    # The services after it need it: ``up`` waits until it is healthy, runs this, then goes on.
+    serve_the_others: Callable[[], None] | None = None
 
     def is_healthy(self) -> bool:
         return self.healthy() if self.healthy else http_ok(self.health_url)
@@ -95,7 +98,8 @@ def services(settings: Settings) -> list[Service]:
         url = f"postgresql://127.0.0.1:{server.port}"
         stop = signal.SIGINT  # PostgreSQL's fast shutdown: SIGTERM waits for every client to leave
         stack.insert(0, Service("postgres", server.command(), url, base_env, healthy=server.ready,
-                                user=run_as(), stop_signal=stop))  # fmt: skip
+                                user=run_as(), stop_signal=stop, prepare=server.initialise,
+                                serve_the_others=server.create_databases))  # fmt: skip
     return stack
 
 
@@ -194,16 +198,16 @@ def up(settings: Settings, echo: Callable[[str], None] = print) -> list[str]:
             if _read_pid(service) is not None or service.is_healthy():
                 echo(f"{service.name:8s} already running at {_where(service)}")
             else:
-                if service.name == "postgres":
-                    local_postgres(settings).initialise()
+                if service.prepare:
+                    service.prepare()
                 started[service.name] = (service, _start(service))
                 echo(f"{service.name:8s} starting (log: {service.log_file})")
-            if service.name == "postgres":  # the others keep their tables in it: wait, then make them
+            if service.serve_the_others:
                 if service.name in started:
                     _wait_healthy(service, started[service.name][1])
-                local_postgres(settings).create_databases()
+                service.serve_the_others()
         for service, pid in started.values():
-            if service.name != "postgres":
+            if not service.serve_the_others:
                 _wait_healthy(service, pid)
             echo(f"{service.name:8s} healthy")
         ensure_buckets(settings)
