@@ -120,8 +120,7 @@ def upgrade(engine: Engine, attempts: int = 5) -> str:
     and the monitoring flow) take turns: PostgreSQL under an advisory lock; elsewhere the loser
     retries, finding the work done.
     """
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
+    config = alembic_config()
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as connection:
@@ -135,6 +134,13 @@ def upgrade(engine: Engine, attempts: int = 5) -> str:
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration of the records' migrations."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
 
 
 def current_revision(connection: Any) -> str | None:

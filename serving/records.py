@@ -91,9 +91,7 @@ class Recorder:
         try:  # on start, so an older database is upgraded before the first prediction needs it
             self._connect()
         except Exception as error:  # the store is down: tried again with the first record
-            log.warning(
-                "the records store is not reachable yet: %s", f"{type(error).__name__}: {error}"[:500]
-            )
+            log.warning("the records store is not reachable yet: %s", _reason(error))
         while True:
             item = self.queue.get()
             try:
@@ -106,7 +104,7 @@ class Recorder:
                 self.failing_since = None
             except Exception as error:
                 self._drop()
-                self.last_failure = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                self.last_failure = _reason(error)
                 self.failing_since = self.failing_since or now()
                 log.error("could not record prediction %s: %s", item.request_id, self.last_failure)
             finally:
@@ -153,6 +151,11 @@ class Recorder:
         body = deidentified_png(raw) if is_dicom(raw) else raw  # never a DICOM header: patient fields
         s3_client().upload_fileobj(io.BytesIO(body), bucket, key)
         return f"s3://{bucket}/{key}"
+
+
+def _reason(error: Exception) -> str:
+    """Why a write failed, on one line (a driver's error may run to many)."""
+    return f"{type(error).__name__}: {error}".splitlines()[0][:500]
 
 
 def now() -> datetime:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,13 +106,30 @@ def postgres_server() -> Iterator:
     with (folder / "server.log").open("ab") as log:
         process = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT, cwd="/",
                                    start_new_session=True, user=run_as())  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not server.ready():
-        assert process.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()
-        time.sleep(0.2)
+    wait_until(server.ready, process, 60, lambda: (folder / "server.log").read_text())
     yield server
     terminate_group(process.pid, stop_signal=signal.SIGINT)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, timeout_s: float,
+               why: Callable[[], str]) -> None:  # fmt: skip
+    """Poll ``ready`` until it is true; AssertionError with ``why()`` (its log, say) if ``process``
+    exits first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, why()
+        time.sleep(0.5)
+
+
+def answers(url: str) -> bool:
+    """Whether GET ``url`` answers 2xx now."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
 
 
 def free_port() -> int:
@@ -192,7 +209,6 @@ def running_service(env: dict[str, str], ready: str = "/health", log: Path | Non
     """The prediction service as deployed (gunicorn, 1 worker) on a free port, with ``env`` on top
     of this process's environment, once ``ready`` answers 200 (``/ready``: with its model loaded);
     yields its URL and stops it after. With ``log``, its output (access and error logs) goes there."""
-    import requests
 
     from pneumo.stack import gunicorn_command, terminate_group
 
@@ -202,16 +218,8 @@ def running_service(env: dict[str, str], ready: str = "/health", log: Path | Non
     server = subprocess.Popen(command, env={**os.environ, **extra, **env}, start_new_session=True,
                               stdout=output or subprocess.DEVNULL, stderr=output)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            try:
-                if requests.get(f"{url}{ready}", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.5)
+        wait_until(lambda: answers(f"{url}{ready}"), server, 120, lambda: "the service did not start")
         yield url
     finally:
         terminate_group(server.pid)

@@ -8,13 +8,12 @@ import io
 import json
 import os
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import SERVING_MODEL, free_port
+from conftest import SERVING_MODEL, answers, free_port, wait_until
 
 from pneumo.config import Settings
 from pneumo.stack import terminate_group
@@ -28,6 +27,14 @@ def _image_config() -> dict:
     result = subprocess.run(["buildah", "inspect", "--type", "image", IMAGE], capture_output=True, text=True)
     assert result.returncode == 0, f"no image {IMAGE}: run make image first ({result.stderr.strip()})"
     return json.loads(result.stdout)["OCIv1"]["config"]
+
+
+def _run(container: str, env: dict[str, str], command: list[str], log: Path, options: Sequence[str] = ()):
+    """``command`` in ``container`` with ``env``, in its own session, its output going to ``log``."""
+    settings = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+    with log.open("ab") as output:
+        return subprocess.Popen([*RUN, *settings, *options, container, "--", *command], stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +61,11 @@ def served_from_the_image(
         "MLFLOW_TRACKING_URI": stack.mlflow_uri, "PNEUMO_S3_ENDPOINT": stack.s3_endpoint,
         "AWS_ACCESS_KEY_ID": stack.access_key, "AWS_SECRET_ACCESS_KEY": stack.secret_key,
     }  # fmt: skip
-    env = [arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")]
     log = tmp_path_factory.mktemp("image") / "serve.log"
-    with log.open("ab") as output:
-        command = [*RUN, *env, container, "--", *default_command]
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    server = _run(container, settings, default_command, log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
     try:
-        while True:
-            try:
-                if requests.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
+        wait_until(lambda: answers(f"{url}/ready"), server, 240, lambda: log.read_text()[-3000:])
         yield url
     finally:
         terminate_group(server.pid)
@@ -114,21 +110,11 @@ def test_the_images_worker_registers_the_deployments_and_runs_one_to_completion(
         "PNEUMO_EVENTS_URL": os.environ["PNEUMO_EVENTS_URL"], "PNEUMO_ADMIN_TOKEN": "image-test-admin",
         "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1", "PREFECT_WORKER_WEBSERVER_PORT": str(health_port),
     }  # fmt: skip
-    env = [arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")]
     log = tmp_path / "worker.log"
-    with log.open("ab") as output:
-        command = [*RUN, *env, *mounts, container, "--", "pneumo", "deploy", "--healthcheck"]
-        worker = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = _run(container, settings, ["pneumo", "deploy", "--healthcheck"], log, mounts)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{health_port}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
+        health = f"http://127.0.0.1:{health_port}/health"
+        wait_until(lambda: answers(health), worker, 180, lambda: log.read_text()[-3000:])
         parameters = {"model_name": SERVING_MODEL, "records_url": records_url}
         run = run_deployment("monitoring/monitoring", parameters=parameters, timeout=600)
         assert run.state.is_completed(), (run.state.message, log.read_text()[-3000:])

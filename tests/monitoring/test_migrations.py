@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from pneumo.monitoring import records
 from pneumo.monitoring.records import (
-    MIGRATIONS,
     VERSION_TABLE,
+    alembic_config,
     current_revision,
     make_engine,
     metadata,
@@ -33,8 +32,7 @@ OLD_ROW = {"request_id": "old", "created_at": datetime(2026, 11, 1, tzinfo=UTC),
 
 
 def head() -> str:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
+    config = alembic_config()
     return ScriptDirectory.from_config(config).get_current_head()
 
 
@@ -49,8 +47,7 @@ def schema_differences(url: str) -> list:
 def database_of_release(url: str, revision: str) -> None:
     """A database shaped as the release at ``revision`` made it, before the records had migrations:
     the tables of that revision, no version table, one prediction."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
+    config = alembic_config()
     with create_engine(url).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
