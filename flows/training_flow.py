@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 
 from pneumo.config import DEFAULT_PROFILE, DEMO_PROFILE, DEMO_SOURCE, Settings, load_params, workdir
-from pneumo.contract import CHAMPION, TRIGGERS, Recipe
+from pneumo.contract import CHAMPION, INT8_ARTIFACT, TRIGGERS, Recipe
 from pneumo.models import alias_version
 from pneumo.orchestration import training_slot
 from pneumo.services import SERVICE_TASK, ServiceUnavailable, http_ok, until_reachable
@@ -147,7 +147,8 @@ def train_and_evaluate(
     folds = params["gate"]["threshold_folds"]
     cross_validated = cross_validated_threshold(processed, params) if folds else None
     results = evaluate(run["run_id"], run["model_uri"], processed, params, cross_validated)
-    build_reference(run["run_id"], run["model_uri"], processed, params)
+    served = INT8_ARTIFACT if results.get("int8_served") else None  # the float graph is Keras's numbers
+    build_reference(run["run_id"], run["model_uri"], processed, params, served)
     return run, results
 
 

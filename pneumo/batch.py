@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pneumo.contract import CHAMPION, ONNX_ARTIFACT, VersionSpec, platt
+from pneumo.contract import CHAMPION, VersionSpec, platt
 from pneumo.datasets import IMAGE_SUFFIXES
 from pneumo.images import ImageError, check_proportions, decode, model_input, prepare
 from pneumo.models import load_keras, registered_version
@@ -72,7 +72,7 @@ def load_batch_model(uri: str | None, model_name: str, site: str | None = None) 
     if site and calibrated is None:
         raise LookupError(f"{name} v{version.version} has no threshold for site {site!r}: "
                           f"run `pneumo calibrate --site {site} --data DIR` first")  # fmt: skip
-    graph = artifact(version.run_id, ONNX_ARTIFACT)  # the service's runtime; Keras without a graph
+    graph = artifact(version.run_id, spec.graph)  # the service's runtime; Keras without a graph
     run = onnx_session_runtime(graph) if graph else _keras_run(f"models:/{name}/{version.version}")
     return BatchModel(name, str(version.version), spec, float(threshold), calibrated, run)
 

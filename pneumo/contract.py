@@ -21,6 +21,8 @@ CHAMPION, PREVIOUS = "champion", "previous"
 MODEL_ARTIFACT = "model"  # the MLflow Keras model
 ONNX_ARTIFACT = "onnx/model.onnx"  # the serving graph: [probability, penultimate activations, Grad-CAM map]
 # (versions trained before Grad-CAM was exported have the first two only)
+INT8_ARTIFACT = "onnx/model.int8.onnx"  # the same graph quantized to int8 (pneumo.quantize)
+GRAPH_TAG = "serving_graph"  # the artifact the service runs: INT8_ARTIFACT when it passed the check
 PCA_ARTIFACT = "monitoring/pca.json"  # the embedding's projection, fitted on the training images
 REFERENCE_ARTIFACT = "monitoring/reference.csv"  # monitoring features of the training images
 PARAMS_ARTIFACT = "recipe/params.json"  # the full parameters the version was trained with
@@ -193,11 +195,12 @@ class VersionSpec:
     metrics: dict[str, float] = field(default_factory=dict)
     sites: dict[str, SiteThreshold] = field(default_factory=dict)
     calibration: tuple[float, float] | None = None  # Platt (a, b): sigmoid(a * logit(p) + b)
+    graph: str = ONNX_ARTIFACT  # what ONNX Runtime serves (GRAPH_TAG); versions before int8: float
 
     def to_tags(self) -> dict[str, str]:
         a, b = self.calibration or (None, None)
         tags = {"threshold": self.threshold, "image_size": self.image_size, "square": self.square,
-                "calibration_a": a, "calibration_b": b,
+                "calibration_a": a, "calibration_b": b, GRAPH_TAG: self.graph,
                 "run_id": self.run_id, "data_version": self.data_version, "data_path": self.data_path,
                 **{name: round(value, 4) for name, value in self.metrics.items()}}  # fmt: skip
         tags = {key: str(value) for key, value in tags.items() if value is not None}
@@ -219,6 +222,7 @@ class VersionSpec:
             calibration=(float(tags["calibration_a"]), float(tags["calibration_b"]))
             if "calibration_a" in tags and "calibration_b" in tags
             else None,
+            graph=INT8_ARTIFACT if tags.get(GRAPH_TAG) == INT8_ARTIFACT else ONNX_ARTIFACT,
         )
 
     @classmethod

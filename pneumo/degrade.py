@@ -59,6 +59,14 @@ CONDITIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 DEGRADED = tuple(name for name in CONDITIONS if name != "original")
 
 
+def degraded_copies(paths: list[str], size: int, square_mode: str) -> dict[str, np.ndarray]:
+    """The prepared uint8 images ``(N, size, size)`` of every :data:`DEGRADED` copy of ``paths``,
+    prepared as the service prepares an upload."""
+    originals = [to_grayscale8(decode(Path(path).read_bytes())) for path in paths]  # 16-bit: 8-bit gray
+    return {name: np.stack([prepare(CONDITIONS[name](image), size, square_mode) for image in originals])
+            for name in DEGRADED}  # fmt: skip
+
+
 def degraded_metrics(
     paths: list[str],
     y: np.ndarray,
@@ -80,10 +88,11 @@ def degraded_metrics(
     Returns:
         ``{condition: {"auc", "sensitivity", "specificity"}}`` for every :data:`DEGRADED` condition.
     """
-    originals = [to_grayscale8(decode(Path(path).read_bytes())) for path in paths]  # 16-bit: 8-bit gray
-    result = {}
-    for name in DEGRADED:
-        prepared = np.stack([prepare(CONDITIONS[name](image), size, square_mode) for image in originals])
-        metrics = binary_metrics(y, score(prepared), threshold)
-        result[name] = {m: metrics[m] for m in ("auc", "sensitivity", "specificity")}
-    return result
+    copies = degraded_copies(paths, size, square_mode)
+    return {name: copy_metrics(y, score(prepared), threshold) for name, prepared in copies.items()}
+
+
+def copy_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """The AUC, sensitivity and specificity reported for a degraded copy."""
+    metrics = binary_metrics(y, p, threshold)
+    return {m: metrics[m] for m in ("auc", "sensitivity", "specificity")}

@@ -72,6 +72,22 @@ def new_site_section(results: dict[str, Any], gate: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def serving_line(results: dict[str, Any], export: dict[str, Any]) -> str:
+    """Which graph the service runs, and the int8 check behind that (:mod:`pneumo.quantize`)."""
+    if "int8_agreement" not in results:
+        return "The service runs the float ONNX graph (no int8 graph was exported).\n"
+    verdict = ("so the service runs the int8 graph" if results.get("int8_served")
+               else "so the service runs the float ONNX graph")  # fmt: skip
+    return (
+        f"The int8 graph decided as the float model on {results['int8_agreement']:.1%} of the test images "
+        f"and their degraded copies (largest probability difference "
+        f"{results['int8_max_abs_difference']:.3f}; "
+        f"at least {export['min_agreement']:.0%} required), with test AUC {results['int8_test_auc']:.3f}, "
+        f"sensitivity {results['int8_test_sensitivity']:.3f} and specificity "
+        f"{results['int8_test_specificity']:.3f} at the threshold, {verdict}.\n"
+    )
+
+
 def render_card(name: str, version: str, results: dict[str, Any], params: dict[str, Any],
                 summary: dict[str, Any], provenance: dict[str, str]) -> str:  # fmt: skip
     """The markdown model card of one version.
@@ -137,6 +153,8 @@ worse than the champion beyond tolerance on the same test split.
 
 {calibration_line(results, chosen_on)}
 {new_site_section(results, gate)}
+## Serving
+{serving_line(results, params["export"])}
 ## Known limits
 {LIMITS.format(uri=uri)}
 """

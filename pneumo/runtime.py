@@ -48,3 +48,12 @@ def release_free_memory() -> None:
     """Give freed heap pages back to the OS (glibc only; a no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def run_batches(run: Runtime, prepared: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``(N,)`` and penultimate activations ``(N, units)`` of prepared uint8 images
+    ``(N, size, size)``, ``batch`` images per run."""
+    outputs = [run(np.asarray(prepared[start : start + batch], np.float32)[..., np.newaxis])[:2]
+               for start in range(0, len(prepared), batch)]  # fmt: skip
+    probabilities = np.concatenate([np.asarray(p).reshape(-1) for p, _ in outputs])
+    return probabilities, np.concatenate([np.asarray(a) for _, a in outputs])

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.contract import ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec, platt
+from pneumo.contract import INT8_ARTIFACT, ONNX_ARTIFACT, PCA_ARTIFACT, VersionSpec, platt
 from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
 from pneumo.registry import alias_version, artifact
 from pneumo.runtime import Runtime, onnx_session_runtime, release_free_memory
@@ -62,6 +62,7 @@ class LoadedModel:
     calibration: tuple[float, float] | None = None  # Platt scaling of the version (its tags)
     explained_by: str = "tensorflow"  # "onnx": the graph computes Grad-CAM with every prediction
     operating_point: dict[str, Any] | None = None  # sensitivity and specificity at ``threshold``
+    precision: str = "float32"  # "int8": the quantized graph, served because it passed the check
 
     def calibrated(self, probability: float) -> float | None:
         """The probability as Platt scaling maps it (None for versions trained without it)."""
@@ -82,11 +83,12 @@ class LoadedModel:
         return computed if computed is not None else self.gradcam.cam(prepared)
 
 
-def onnx_runtime(run_id: str) -> Runtime | None:
-    """ONNX Runtime on the version's exported graph; None when the run has no ONNX artifact."""
-    graph = artifact(run_id, ONNX_ARTIFACT)
+def onnx_runtime(run_id: str, path: str = ONNX_ARTIFACT) -> Runtime | None:
+    """ONNX Runtime on the version's exported graph ``path`` (the version's ``serving_graph``);
+    None when the run has no ONNX artifact."""
+    graph = artifact(run_id, path)
     if graph is None:
-        log.warning("run %s has no ONNX graph: serving with TensorFlow", run_id)
+        log.warning("run %s has no ONNX graph %s: serving with TensorFlow", run_id, path)
         return None
     return onnx_session_runtime(graph)
 
@@ -116,7 +118,7 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
     spec = VersionSpec.of(version).required(f"{name} v{version.version}")
     threshold, calibrated = _site_threshold(spec, name, version, site)
     uri, size = f"models:/{name}/{version.version}", spec.image_size
-    run = onnx_runtime(version.run_id)  # a failing download raises: the holder keeps the model in hand
+    run = onnx_runtime(version.run_id, spec.graph)  # a failing download raises: the holder keeps its model
     if run is not None:
         runtime, gradcam = "onnx", LazyGradCam(uri)
     else:
@@ -141,6 +143,7 @@ def load_version(name: str, alias: str, version: Any, site: str | None = None) -
         calibration=spec.calibration,
         explained_by="onnx" if cams is not None else "tensorflow",
         operating_point=spec.operating_point(calibrated),
+        precision="int8" if runtime == "onnx" and spec.graph == INT8_ARTIFACT else "float32",
     )
     release_free_memory()
     return loaded

@@ -52,6 +52,7 @@ def ready():
         # False: PNEUMO_SITE is set but the version has no threshold of its own for it
         "site_threshold": model.site is not None if model and holder.site else None,
         "runtime": model.runtime if model else None,
+        "precision": model.precision if model else None,
         "gradcam": model.explained_by if model else None,  # onnx: no TensorFlow in this worker
         "loaded_at": model.loaded_at if model else None,
         "registry_reachable": holder.registry_reachable,

@@ -2,44 +2,61 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
+import numpy as np
 import pandas as pd
 from prefect import task
 
 from pneumo.calibration import fit_platt
-from pneumo.contract import HISTORY_ARTIFACT
-from pneumo.degrade import degraded_metrics
+from pneumo.contract import HISTORY_ARTIFACT, INT8_ARTIFACT
+from pneumo.degrade import copy_metrics, degraded_copies
 from pneumo.figures import confusion_figure, learning_curves, roc_figure
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold
 from pneumo.models import load_keras
 from pneumo.network import predict
 from pneumo.processed import load_split, split_rows
+from pneumo.quantize import agreement, serve_int8
+from pneumo.registry import artifact
+from pneumo.runtime import onnx_session_runtime, run_batches
 from pneumo.services import SERVICE_TASK, until_reachable
 
 
-def degraded_test_metrics(
-    model: Any, processed: str, y_test: Any, threshold: float, data: dict[str, Any]
-) -> dict[str, float]:
-    """``degraded_<condition>_<metric>``: the test split under each of :data:`pneumo.degrade.DEGRADED`
-    (stand-ins for another site's pipeline), decided at the stored threshold. Empty, with a note,
-    when the raw images are no longer on disk (a DVC stage run on another machine)."""
+def test_copies(processed: str, data: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The test split's prepared images under each of :data:`pneumo.degrade.DEGRADED` (stand-ins
+    for another site's pipeline). Empty, with a note, when the raw images are no longer on disk (a
+    DVC stage run on another machine) or cannot be degraded: they inform, and never fail a run."""
     paths = split_rows(processed, "test")["path"].tolist()
     if not all(Path(path).is_file() for path in paths):
         print("evaluate: the raw test images are gone: no degraded copies measured")
         return {}
-    score = partial(predict, model)
     try:
-        measured = degraded_metrics(paths, y_test, score, threshold, data["image_size"], data["square"])
-    except Exception as error:  # informational: it must never fail a training run
+        return degraded_copies(paths, data["image_size"], data["square"])
+    except Exception as error:
         print(f"evaluate: degraded copies not measured: {type(error).__name__}: {error}")
         return {}
-    return {f"degraded_{name}_{metric}": value for name, values in measured.items()
-            for metric, value in values.items()}  # fmt: skip
+
+
+def int8_results(run_id: str, y_test: np.ndarray, images: dict[str, np.ndarray],
+                 float_scores: dict[str, np.ndarray], threshold: float, metrics: dict[str, float],
+                 rules: dict[str, Any]) -> dict[str, float]:  # fmt: skip
+    """The int8 graph's check (:func:`pneumo.quantize.agreement`) on the test split and its copies,
+    and ``int8_served`` (1.0: the service runs it); empty when the run has no int8 graph."""
+    graph = artifact(run_id, INT8_ARTIFACT)
+    if graph is None:
+        return {}
+    run = onnx_session_runtime(graph)
+    int8_scores = {name: run_batches(run, x)[0] for name, x in images.items()}
+    results = agreement(y_test, float_scores, int8_scores, threshold)
+    results["int8_served"] = float(serve_int8(results, metrics, rules))
+    verdict = "served" if results["int8_served"] else "not served: the float graph is"
+    print(f"evaluate: int8 graph decides as the float model on {results['int8_agreement']:.1%} of "
+          f"{len(images) * len(y_test)} images (largest difference "
+          f"{results['int8_max_abs_difference']:.3f}): {verdict}")  # fmt: skip
+    return results
 
 
 @task(name="evaluate", **SERVICE_TASK)
@@ -89,7 +106,12 @@ def evaluate(
     }
     for name, (low, high) in intervals.items():
         results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
-    results.update(degraded_test_metrics(model, processed, y_test, threshold, params["data"]))
+    images = {"original": x_test, **test_copies(processed, params["data"])}
+    float_scores = {name: p_test if name == "original" else predict(model, x) for name, x in images.items()}
+    for name, p in float_scores.items():
+        if name != "original":
+            results.update({f"degraded_{name}_{m}": v for m, v in copy_metrics(y_test, p, threshold).items()})
+    results.update(int8_results(run_id, y_test, images, float_scores, threshold, metrics, params["export"]))
     history = mlflow.artifacts.load_dict(f"runs:/{run_id}/{HISTORY_ARTIFACT}")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(results)

@@ -15,15 +15,20 @@ from pneumo.images import decode, image_stats, model_input, prepare
 from pneumo.models import load_keras
 from pneumo.monitoring.features import Projection, embedding_columns, with_embedding
 from pneumo.processed import split_rows
+from pneumo.registry import artifact
+from pneumo.runtime import onnx_session_runtime, run_batches
 from pneumo.services import SERVICE_TASK, until_reachable
 
 
 @task(name="build-reference", **SERVICE_TASK)
 @until_reachable("building the monitoring reference")
-def build_reference(run_id: str, model_uri: str, processed: str, params: dict[str, Any]) -> str:
+def build_reference(run_id: str, model_uri: str, processed: str, params: dict[str, Any],
+                    graph: str | None = None) -> str:  # fmt: skip
     """Compute image statistics, probability and embedding of the (unaugmented) training images.
 
-    Fits the embedding's PCA on them and logs both the table and the PCA to the run.
+    Fits the embedding's PCA on them and logs both the table and the PCA to the run. With
+    ``graph`` (the run's ONNX artifact the service will run: its int8 graph, say), they come from
+    that graph, so that production's embeddings are compared with the same numbers.
 
     Returns:
         The reference table's ``runs:/`` URI.
@@ -36,9 +41,13 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
         original = decode(Path(path).read_bytes())
         prepared.append(prepare(original, size, square))
         rows.append(image_stats(original.size, original.mode, prepared[-1]))
-    probabilities, activations = with_embedding(load_keras(model_uri)).predict(
-        model_input(np.stack(prepared)), batch_size=32, verbose=0
-    )
+    if graph is None:
+        probabilities, activations = with_embedding(load_keras(model_uri)).predict(
+            model_input(np.stack(prepared)), batch_size=32, verbose=0
+        )
+    else:
+        served = onnx_session_runtime(artifact(run_id, graph))
+        probabilities, activations = run_batches(served, np.stack(prepared))
     projection = Projection.fit(activations.astype(np.float64))
     embeddings = projection.project(activations)
     reference = pd.DataFrame(

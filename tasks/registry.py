@@ -27,6 +27,8 @@ from pneumo.contract import (
     GATE_CHAMPION_TAG,
     GATE_REASONS_TAG,
     GATE_TAG,
+    INT8_ARTIFACT,
+    ONNX_ARTIFACT,
     PARAMS_ARTIFACT,
     PREVIOUS,
     PROMOTION_BY,
@@ -129,6 +131,7 @@ def register(model_uri: str, run_id: str, results: dict[str, float], params: dic
         calibration=(results["calibration_a"], results["calibration_b"])
         if "calibration_a" in results
         else None,
+        graph=INT8_ARTIFACT if results.get("int8_served") else ONNX_ARTIFACT,
     )
     client.log_dict(run_id, params, PARAMS_ARTIFACT)
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")

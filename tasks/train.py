@@ -8,6 +8,8 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,12 @@ from mlflow.models import infer_signature
 from prefect import task
 
 from pneumo.config import ROOT
-from pneumo.contract import HISTORY_ARTIFACT, MODEL_ARTIFACT, ONNX_ARTIFACT, SUMMARY_ARTIFACT
+from pneumo.contract import HISTORY_ARTIFACT, INT8_ARTIFACT, MODEL_ARTIFACT, ONNX_ARTIFACT, SUMMARY_ARTIFACT
 from pneumo.monitoring.features import with_embedding
 from pneumo.network import build_network, make_dataset, serving_graph, training_data
 from pneumo.orchestration import Progress
 from pneumo.processed import load_split
+from pneumo.quantize import quantize
 from pneumo.services import until_reachable
 
 
@@ -67,10 +70,14 @@ def git_commit() -> str:
     return result.stdout.strip() or os.environ.get("PNEUMO_GIT_COMMIT", "unknown")
 
 
-def log_onnx(model: keras.Model, example: np.ndarray) -> None:
+def log_onnx(model: keras.Model, example: np.ndarray, to_int8: Callable[[bytes], bytes] | None) -> None:
     """Log the serving graph as ONNX to the active run: probability, penultimate activations and the
     Grad-CAM map (:func:`pneumo.network.serving_graph`), so the service explains without
-    TensorFlow; a model with another head gets the first two only (served, explained by TensorFlow)."""
+    TensorFlow; a model with another head gets the first two only (served, explained by TensorFlow).
+
+    With ``to_int8`` (:func:`int8_quantizer`), also its int8 version, which the evaluate task judges
+    before the service may run it.
+    """
     try:
         both = serving_graph(model)
     except ValueError as error:
@@ -78,9 +85,26 @@ def log_onnx(model: keras.Model, example: np.ndarray) -> None:
         both = with_embedding(model)
     both(example)  # Keras exports only models that have been called
     with tempfile.TemporaryDirectory(prefix="pneumo-onnx-") as folder:
-        path = Path(folder) / "model.onnx"
+        path = Path(folder) / Path(ONNX_ARTIFACT).name
         both.export(str(path), format="onnx", verbose=False)
-        mlflow.log_artifact(str(path), ONNX_ARTIFACT.rpartition("/")[0])
+        mlflow.log_artifact(str(path), Path(ONNX_ARTIFACT).parent.as_posix())
+        if to_int8 is None:
+            return
+        started = time.monotonic()
+        quantized = Path(folder) / Path(INT8_ARTIFACT).name
+        quantized.write_bytes(to_int8(path.read_bytes()))
+        mlflow.log_artifact(str(quantized), Path(INT8_ARTIFACT).parent.as_posix())
+        print(f"train: int8 graph quantized in {time.monotonic() - started:.0f} s")
+
+
+def int8_quantizer(processed: str, export: dict[str, Any], seed: int) -> Callable[[bytes], bytes] | None:
+    """:func:`pneumo.quantize.quantize` of ``export.int8_ops``, with ranges from a seeded sample of
+    ``export.calibration_images`` training images; None without ``export.int8``."""
+    if not export["int8"]:
+        return None
+    x_train, _ = load_split(processed, "train")
+    chosen = np.random.default_rng(seed).permutation(len(x_train))[: export["calibration_images"]]
+    return partial(quantize, calibration=x_train[np.sort(chosen)], ops=export["int8_ops"])
 
 
 @task(name="train")
@@ -98,7 +122,7 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
     model = build_network(size, cfg, steps=math.ceil(n_train / cfg["batch_size"]) * cfg["epochs"])
     mlflow.set_experiment(params["registry"]["experiment"])
     with mlflow.start_run(run_name=f"{params['profile']}-{cfg['backbone']}") as run:
-        mlflow.log_params(flatten({k: params[k] for k in ("data", "train", "gate")}))
+        mlflow.log_params(flatten({k: params[k] for k in ("data", "train", "gate", "export")}))
         summary = json.loads((Path(processed) / "summary.json").read_text())
         mlflow.log_dict(summary, SUMMARY_ARTIFACT)
         mlflow.log_metric("unreadable_images", summary["unreadable"])
@@ -132,5 +156,5 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
         info = mlflow.tensorflow.log_model(
             model, name=MODEL_ARTIFACT, signature=signature, input_example=example
         )
-        log_onnx(model, example)
+        log_onnx(model, example, int8_quantizer(processed, params["export"], cfg["seed"]))
     return {"run_id": run.info.run_id, "model_uri": info.model_uri}

@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from pneumo.config import Settings, workdir
-from pneumo.contract import CHAMPION, GATE_ARTIFACT, PREVIOUS, Recipe
+from pneumo.contract import CHAMPION, GATE_ARTIFACT, GRAPH_TAG, INT8_ARTIFACT, ONNX_ARTIFACT, PREVIOUS, Recipe
 from pneumo.datasets import SOURCES_FILE
 from pneumo.flows.training_flow import training
 from pneumo.models import alias_version
@@ -58,6 +58,16 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     assert len(run.data.tags["git_commit"]) >= 7
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first["run_id"], "plots")}
     assert artifacts == {"plots/learning_curves.png", "plots/roc.png", "plots/confusion_matrix.png"}
+    # The int8 graph is exported, checked against the float model, and served only if it passed.
+    graphs = {a.path for a in mlflow.MlflowClient().list_artifacts(first["run_id"], "onnx")}
+    assert graphs == {ONNX_ARTIFACT, INT8_ARTIFACT}
+    metrics = run.data.metrics
+    assert 0 <= metrics["int8_agreement"] <= 1 and metrics["int8_max_abs_difference"] >= 0
+    drops = [metrics[f"test_{m}"] - metrics[f"int8_test_{m}"] for m in ("auc", "sensitivity", "specificity")]
+    passed = metrics["int8_agreement"] >= 0.99 and max(drops) <= 0.01
+    assert metrics["int8_served"] == float(passed)
+    assert tags[GRAPH_TAG] == (INT8_ARTIFACT if passed else ONNX_ARTIFACT)
+    assert "## Serving\nThe int8 graph decided as the float model on" in champion.description
 
     # What the operator sees in the Prefect UI: a name that says what ran, the gate, the progress.
     with get_client(sync_client=True) as client:

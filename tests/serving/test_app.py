@@ -319,6 +319,38 @@ def test_images_go_to_s3_only_when_asked(
     assert s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read() == data
 
 
+def test_the_service_runs_the_graph_its_version_names(served_model: dict, records_url: str, xray):
+    """``serving_graph`` says which graph runs: the float one, or the int8 one that passed the check;
+    the service's answer is that graph's output, and /ready says which."""
+    from pneumo.contract import GRAPH_TAG, INT8_ARTIFACT, ONNX_ARTIFACT
+    from pneumo.images import prepare
+    from pneumo.serving.model import onnx_runtime
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(MODEL, served_model["version"])
+    run = client.get_run(served_model["run_id"])
+    served = INT8_ARTIFACT if run.data.metrics["int8_served"] else ONNX_ARTIFACT
+    assert version.tags[GRAPH_TAG] == served
+    try:
+        for graph, precision in ((ONNX_ARTIFACT, "float32"), (INT8_ARTIFACT, "int8")):
+            client.set_model_version_tag(MODEL, served_model["version"], GRAPH_TAG, graph)
+            app = create_app({"TESTING": True, "MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0,
+                              "RECORDS_URL": records_url, "ADMIN_TOKEN": ADMIN})  # fmt: skip
+            try:
+                assert app.test_client().get("/ready").get_json()["precision"] == precision
+                answer = _post(app.test_client(), _encode(xray)).get_json()
+                model = app.extensions["pneumo.model"].current
+                prepared = prepare(xray, model.image_size, model.square)
+                expected, _, _ = onnx_runtime(served_model["run_id"], graph)(
+                    prepared[np.newaxis, :, :, np.newaxis].astype(np.float32)
+                )
+                assert answer["probability"] == pytest.approx(float(expected.reshape(-1)[0]), abs=1e-6)
+            finally:
+                app.extensions["pneumo.model"].stop()
+    finally:
+        client.set_model_version_tag(MODEL, served_model["version"], GRAPH_TAG, served)
+
+
 def test_onnx_graph_answers_like_the_keras_model(app, served_model: dict, xray: Image.Image):
     """The service runs the exported ONNX graph; it must agree with the registered Keras model."""
     from pneumo.images import prepare
