@@ -1,7 +1,8 @@
 """Serving speed: our gunicorn service against the bare model and ``mlflow models serve``.
 
 One run on one machine: the champion's bare ``tf.function`` on one prepared image (timed before and after
-our service, as a shared VM's speed drifts); our service under gunicorn, fed a 1024x1024 8-bit PNG (or
+our service, as a shared VM's speed drifts) and the graph the service runs (float or int8 ONNX), alone;
+our service under gunicorn, fed a 1024x1024 8-bit PNG (or
 JPEG) as multipart; then ``mlflow models serve``, fed the prepared ``(1, S, S, 1)`` tensor as JSON. Both
 servers run in their own process group on a free port of 127.0.0.1 and get concurrency 1 and 8. Prints
 p50/p99 latency, throughput, worker memory and the ratios to the targets: throughput at c=8 >= 10x MLflow's,
@@ -45,6 +46,7 @@ from urllib3 import encode_multipart_formdata
 from pneumo.config import apply_client_env
 from pneumo.contract import CHAMPION, VersionSpec
 from pneumo.images import decode, prepare
+from pneumo.runtime import onnx_session_runtime
 from pneumo.stack import gunicorn_command, terminate_group
 from pneumo.synth import generate
 
@@ -78,6 +80,15 @@ def bare_model(uri: str, size: int, dst: Path) -> Callable[[Any], float]:
     predict_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     to_batch = lambda prepared: tf.constant(prepared[np.newaxis, :, :, np.newaxis], tf.float32)  # noqa: E731
     return lambda prepared: float(predict_fn(to_batch(prepared)).numpy().reshape(-1)[0])
+
+
+def bare_graph(run_id: str, path: str) -> Callable[[Any], float]:
+    """The graph the service runs (``path``: float or int8 ONNX), alone in ONNX Runtime."""
+    graph = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)).read_bytes()
+    run = onnx_session_runtime(graph)
+    return lambda prepared: float(
+        run(np.asarray(prepared, np.float32)[np.newaxis, :, :, np.newaxis])[0].reshape(-1)[0]
+    )
 
 
 def time_calls(predict: Callable[[Any], float], prepared: Any, calls: int) -> dict[str, Any]:
@@ -264,6 +275,7 @@ def main(
             prepared = prepare(decode(image), size, square)
             predict = bare_model(f"models:/{model_name}/{version.version}", size, tmp / "bare")
             before = time_calls(predict, prepared, bare_calls)
+            graph = time_calls(bare_graph(version.run_id, spec.graph), prepared, bare_calls)
             ours, memory = serve_ours(model_name, image, tmp, opts, procs)
             after = time_calls(predict, prepared, bare_calls)
             theirs, mlflow_rss = serve_mlflow(model_name, prepared, tmp, opts, procs)
@@ -274,9 +286,11 @@ def main(
 
     kind = "JPEG" if image.startswith(b"\xff\xd8") else "PNG"
     print(f"\nmodel {model_name} v{version.version} (champion), input {size}x{size}, {os.cpu_count()} CPUs")
+    print(f"served graph: {spec.graph} (the bare model is the float Keras model, as MLflow serves it)")
     print(f"upload: 1024x1024 8-bit {kind} of {len(image) / 1024:.0f} KiB; {n_requests} requests per level")
     name = f"ours (gunicorn {workers}w x {threads}t)"
     rows = [("bare model, before ours", 1, before), ("bare model, after ours", 1, after)]
+    rows += [(f"bare {Path(spec.graph).name}", 1, graph)]
     rows += [(name, c, ours[c]) for c in LEVELS] + [("mlflow models serve", c, theirs[c]) for c in LEVELS]
     rows += [("ours, first explained", 1, ours["first_explain"]), ("ours, explained", 1, ours["explain"])]
     report(rows, ours, theirs, before["times"] + after["times"], memory)
