@@ -275,6 +275,40 @@ def wait_for_flow_run(flow_run_id, timeout: float = 900):
             time.sleep(2)
 
 
+_HOLDING_A_SLOT = ("PENDING", "RUNNING", "CANCELLING")
+
+
+def run_deployment_when_free(name: str, parameters: dict, timeout: float = 600, attempts: int = 3):
+    """``run_deployment`` as an operator would use it next to a schedule: the monitoring deployment
+    runs one at a time and cancels a newcomer (``CANCEL_NEW``), and its daily 06:00 UTC run may take
+    the slot first when the tests run at that hour. A run cancelled by the limit is started again once
+    the runs holding the slot have ended; any other final state is returned as it is."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    for _ in range(attempts):
+        run = run_deployment(name, parameters=parameters, timeout=timeout)
+        if not (run.state.is_cancelled() and "concurrency limit" in (run.state.message or "").lower()):
+            return run
+        holding = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[run.deployment_id]),
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType(s) for s in _HOLDING_A_SLOT])
+            ),
+        )
+        with get_client(sync_client=True) as client:
+            for holder in client.read_flow_runs(flow_run_filter=holding):
+                wait_for_flow_run(holder.id, timeout)
+    return run
+
+
 def wait_for_task_run(names: tuple[str, ...], since, state: str = "RUNNING", timeout: float = 600):
     """The first task run named like one of ``names`` (``name-xyz``) created after ``since`` in ``state``."""
     from prefect.client.orchestration import get_client

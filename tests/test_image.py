@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import SERVING_MODEL, answers, free_port, wait_until
+from conftest import SERVING_MODEL, answers, free_port, run_deployment_when_free, wait_until
 
 from pneumo.config import Settings
 from pneumo.stack import terminate_group
@@ -96,8 +96,6 @@ def test_the_images_worker_registers_the_deployments_and_runs_one_to_completion(
     """compose's worker: ``pneumo deploy --healthcheck`` from the image registers prefect.yaml's
     deployments (flow files in PNEUMO_HOME, /app), answers its health check, and runs a monitoring
     flow run to COMPLETED in the container."""
-    from prefect.deployments import run_deployment
-
     health_port, mounts = free_port(), []
     if records_url.startswith("sqlite:///"):  # the container sees the host's file through a mount
         folder = Path(records_url.removeprefix("sqlite:///")).parent
@@ -116,7 +114,7 @@ def test_the_images_worker_registers_the_deployments_and_runs_one_to_completion(
         health = f"http://127.0.0.1:{health_port}/health"
         wait_until(lambda: answers(health), worker, 180, lambda: log.read_text()[-3000:])
         parameters = {"model_name": SERVING_MODEL, "records_url": records_url}
-        run = run_deployment("monitoring/monitoring", parameters=parameters, timeout=600)
+        run = run_deployment_when_free("monitoring/monitoring", parameters)
         assert run.state.is_completed(), (run.state.message, log.read_text()[-3000:])
     finally:
         terminate_group(worker.pid)

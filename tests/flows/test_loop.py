@@ -4,17 +4,38 @@ and the service follows the alias."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import requests
-from conftest import running_service, send_images, start_worker, stop_worker, wait_for_flow_run
+from conftest import (
+    run_deployment_when_free,
+    running_service,
+    send_images,
+    start_worker,
+    stop_worker,
+    wait_for_flow_run,
+)
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
 
 from pneumo.config import Settings
@@ -67,9 +88,7 @@ def test_training_deployment_completes_under_the_worker(trained: dict, source: s
 
 
 def _monitor(records_url: str):
-    run = run_deployment(
-        "monitoring/monitoring", parameters={"model_name": MODEL, "records_url": records_url}, timeout=600
-    )
+    run = run_deployment_when_free("monitoring/monitoring", {"model_name": MODEL, "records_url": records_url})
     assert run.state.is_completed(), run.state.message
     return run
 
@@ -101,6 +120,54 @@ def test_two_replicas_record_into_one_store_and_the_monitoring_run_sees_both(
     assert report.startswith("# Drift report: no drift"), report
     assert f"production records: {len(paths)}" in report
     assert recent_retrainings("training/training", 1, MODEL) == []
+
+
+def _cancelled_runs_with(parameters: dict, deployment_id, since: datetime) -> list:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
+            )
+        )
+    return [r for r in runs if r.parameters == parameters]  # not a scheduled run's, if one came
+
+
+def test_a_run_started_while_another_holds_the_slot_is_cancelled_and_runs_once_it_is_free(
+    trained: dict, records_url: str
+):
+    """What CI met at 06:00 UTC: the daily run holds the monitoring deployment's one slot, so a run
+    started meanwhile is cancelled with a message an operator can read (CANCEL_NEW), and started
+    again once the slot is free it completes. The holder's process is stopped (SIGSTOP) to hold
+    the slot for as long as the newcomer takes to be picked up, then let go (SIGCONT)."""
+    parameters = {"model_name": MODEL, "records_url": records_url}
+    since = datetime.now(UTC)
+    holder = run_deployment("monitoring/monitoring", parameters=parameters, timeout=0)
+    deadline = time.monotonic() + 300
+    with get_client(sync_client=True) as client:
+        while (found := client.read_flow_run(holder.id)).state.type.value != "RUNNING" or not (
+            found.infrastructure_pid
+        ):
+            assert time.monotonic() < deadline, "the first monitoring run never started"
+            time.sleep(0.2)
+    pid = int(found.infrastructure_pid)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            newcomer = pool.submit(run_deployment_when_free, "monitoring/monitoring", parameters)
+            while not (cancelled := _cancelled_runs_with(parameters, holder.deployment_id, since)):
+                assert time.monotonic() < deadline and not newcomer.done(), "no run was cancelled"
+                time.sleep(0.5)
+            os.kill(pid, signal.SIGCONT)
+            run = newcomer.result(timeout=900)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it has ended by now, unless something failed
+            os.kill(pid, signal.SIGCONT)
+    assert run.state.is_completed(), run.state.message
+    assert wait_for_flow_run(holder.id).state.is_completed()
+    assert {r.state.message for r in cancelled} == {"Deployment concurrency limit reached."}
+    assert not {holder.id, run.id} & {r.id for r in cancelled}
 
 
 def test_drift_retrains_the_champions_recipe_to_completion_and_the_service_follows(
