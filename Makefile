@@ -32,11 +32,9 @@ test-suite: venv  ## The suite (starts its own stack on other ports; SQLite stor
 # The scenarios again with MLflow, Prefect and the records on a PostgreSQL server of the test stack
 # (training and monitoring deployments through a worker, two API replicas, drift to retraining),
 # and the image built by `make image` serving that stack's champion.
-# (The slot test is Prefect's own orchestration, the same on either database: the suite runs it.)
 test-postgres: venv image  ## Training, serving and monitoring scenarios on PostgreSQL, and the image
 	PNEUMO_TEST_DB=postgres $(BIN)/pytest -m integration tests/flows/test_loop.py \
-		tests/flows/test_monitoring_flow.py tests/serving/test_app.py tests/serving/test_feedback.py tests/test_image.py \
-		--deselect "tests/flows/test_loop.py::test_a_run_started_while_another_holds_the_slot_is_cancelled_and_runs_once_it_is_free"
+		tests/flows/test_monitoring_flow.py tests/serving/test_app.py tests/serving/test_feedback.py tests/test_image.py
 
 test-image: venv image  ## The built image's default command against a test stack: /health, /ready, a prediction
 	$(BIN)/pytest -m image tests/test_image.py
