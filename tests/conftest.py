@@ -275,7 +275,26 @@ def wait_for_flow_run(flow_run_id, timeout: float = 900):
             time.sleep(2)
 
 
-_HOLDING_A_SLOT = ("PENDING", "RUNNING", "CANCELLING")
+def flow_runs_of(deployment_id, states: tuple[str, ...], since=None) -> list:
+    """The deployment's flow runs in one of ``states`` (state type names, ``"RUNNING"``), expected
+    to start after ``since`` when it is given."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    wanted = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(s) for s in states])),
+        expected_start_time=FlowRunFilterExpectedStartTime(after_=since) if since else None,
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=wanted)
 
 
 def run_deployment_when_free(name: str, parameters: dict, timeout: float = 600, attempts: int = 3):
@@ -283,29 +302,14 @@ def run_deployment_when_free(name: str, parameters: dict, timeout: float = 600, 
     runs one at a time and cancels a newcomer (``CANCEL_NEW``), and its daily 06:00 UTC run may take
     the slot first when the tests run at that hour. A run cancelled by the limit is started again once
     the runs holding the slot have ended; any other final state is returned as it is."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterDeploymentId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
     from prefect.deployments import run_deployment
 
     for _ in range(attempts):
         run = run_deployment(name, parameters=parameters, timeout=timeout)
         if not (run.state.is_cancelled() and "concurrency limit" in (run.state.message or "").lower()):
             return run
-        holding = FlowRunFilter(
-            deployment_id=FlowRunFilterDeploymentId(any_=[run.deployment_id]),
-            state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=[StateType(s) for s in _HOLDING_A_SLOT])
-            ),
-        )
-        with get_client(sync_client=True) as client:
-            for holder in client.read_flow_runs(flow_run_filter=holding):
-                wait_for_flow_run(holder.id, timeout)
+        for holder in flow_runs_of(run.deployment_id, ("PENDING", "RUNNING", "CANCELLING")):
+            wait_for_flow_run(holder.id, timeout)
     return run
 
 

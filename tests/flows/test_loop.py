@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import (
+    flow_runs_of,
     run_deployment_when_free,
     running_service,
     send_images,
@@ -26,16 +27,7 @@ from conftest import (
 )
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterDeploymentId,
-    FlowRunFilterExpectedStartTime,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.deployments import run_deployment
 
 from pneumo.config import Settings
@@ -122,16 +114,9 @@ def test_two_replicas_record_into_one_store_and_the_monitoring_run_sees_both(
     assert recent_retrainings("training/training", 1, MODEL) == []
 
 
-def _cancelled_runs_with(parameters: dict, deployment_id, since: datetime) -> list:
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
-                expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
-            )
-        )
-    return [r for r in runs if r.parameters == parameters]  # not a scheduled run's, if one came
+def _cancelled_with(parameters: dict, deployment_id, since: datetime) -> list:
+    """The deployment's runs cancelled since ``since`` with ``parameters`` (not a scheduled run's)."""
+    return [r for r in flow_runs_of(deployment_id, ("CANCELLED",), since) if r.parameters == parameters]
 
 
 def test_a_run_started_while_another_holds_the_slot_is_cancelled_and_runs_once_it_is_free(
@@ -156,7 +141,7 @@ def test_a_run_started_while_another_holds_the_slot_is_cancelled_and_runs_once_i
     try:
         with ThreadPoolExecutor(1) as pool:
             newcomer = pool.submit(run_deployment_when_free, "monitoring/monitoring", parameters)
-            while not (cancelled := _cancelled_runs_with(parameters, holder.deployment_id, since)):
+            while not (cancelled := _cancelled_with(parameters, holder.deployment_id, since)):
                 assert time.monotonic() < deadline and not newcomer.done(), "no run was cancelled"
                 time.sleep(0.5)
             os.kill(pid, signal.SIGCONT)
