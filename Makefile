@@ -24,26 +24,26 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 run: venv  ## Start the stack, train on synthetic data, keep serving until Ctrl-C
 	$(BIN)/pneumo run
 
-test: test-suite test-postgres  ## All tests: the suite, then its Postgres scenarios and the image
+test: venv  ## All tests: the suite on 2 workers, with its Postgres scenarios and the image alongside
+	BIN=$(BIN) IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) tests/run-all
 
-test-suite: venv  ## The suite (starts its own stack on other ports; SQLite stores)
-	$(BIN)/pytest
+test-suite: venv  ## The suite alone, on 2 workers (each starts its own stack on other ports; SQLite stores)
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The scenarios again with MLflow, Prefect and the records on a PostgreSQL server of the test stack
 # (training and monitoring deployments through a worker, two API replicas, drift to retraining),
-# and the image built by `make image` serving that stack's champion.
-test-postgres: venv image  ## Training, serving and monitoring scenarios on PostgreSQL, and the image
-	PNEUMO_TEST_DB=postgres $(BIN)/pytest -m integration tests/flows/test_loop.py \
-		tests/flows/test_monitoring_flow.py tests/serving/test_app.py tests/serving/test_feedback.py tests/test_image.py
+# and the image (built first, or found built) serving that stack's champion.
+test-postgres: venv  ## Training, serving and monitoring scenarios on PostgreSQL, and the image
+	PNEUMO_TEST_DB=postgres $(BIN)/pytest -m postgres
 
-test-image: venv image  ## The built image's default command against a test stack: /health, /ready, a prediction
+test-image: venv  ## The built image's default command against a test stack: /health, /ready, a prediction
 	$(BIN)/pytest -m image tests/test_image.py
 
 image:  ## Build the Dockerfile with buildah into $(IMAGE) (base: a debootstrapped bookworm)
 	deploy/build-image.sh $(IMAGE) $(BASE_IMAGE)
 
-test-fast: venv  ## Unit tests only, no servers
-	$(BIN)/pytest -m "not integration and not slow"
+test-fast: venv  ## The tests that need no server (about a minute): the edit-test loop
+	$(BIN)/pytest -n 2 -m "not integration and not slow"
 
 lint: venv  ## ruff and hadolint
 	$(BIN)/ruff check .

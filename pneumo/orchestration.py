@@ -40,14 +40,31 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 
 SLOT_LEASE_S = 60  # a holder that died frees its training slot after at most this long
 HEARTBEAT_S = 30  # Prefect's minimum heartbeat interval
-ZOMBIE_AFTER_S = 90  # no heartbeat for this long: the flow run's process is gone
+CRASHED_AFTER_S = 90  # no heartbeat for this long: the flow run's process is gone
+MIN_CRASHED_AFTER_S = 2 * HEARTBEAT_S  # PNEUMO_CRASHED_AFTER_S's floor: a late heartbeat is no crash
 ZOMBIE_AUTOMATION = "pneumo: mark flow runs without heartbeats as crashed"
-ZOMBIE_MESSAGE = (
-    f"Crashed: no heartbeat for {ZOMBIE_AFTER_S} s. The process running this flow stopped (its worker "
-    "was killed, ran out of memory, or its machine went down); nothing after its last log line "
-    "happened. Production is unchanged unless the log shows 'promoted'. Start a worker "
-    "(pneumo deploy) and run it again."
-)
+
+
+def crashed_after_s() -> int:
+    """Seconds without a heartbeat after which a flow run is marked CRASHED: ``PNEUMO_CRASHED_AFTER_S``
+    (default 90, at least two heartbeat intervals). Read when the automation is created."""
+    seconds = int(os.environ.get("PNEUMO_CRASHED_AFTER_S", CRASHED_AFTER_S))
+    if seconds < MIN_CRASHED_AFTER_S:
+        raise ValueError(
+            f"PNEUMO_CRASHED_AFTER_S must be at least {MIN_CRASHED_AFTER_S} (two heartbeats of "
+            f"{HEARTBEAT_S} s), not {seconds}"
+        )
+    return seconds
+
+
+def zombie_message(seconds: int) -> str:
+    """What an operator reads on a flow run marked CRASHED by the automation."""
+    return (
+        f"Crashed: no heartbeat for {seconds} s. The process running this flow stopped (its worker "
+        "was killed, ran out of memory, or its machine went down); nothing after its last log line "
+        "happened. Production is unchanged unless the log shows 'promoted'. Start a worker "
+        "(pneumo deploy) and run it again."
+    )
 
 
 def training_limit(model_name: str) -> str:
@@ -120,7 +137,9 @@ def registry_lock(model_name: str, timeout_s: float = 120) -> Iterator[None]:
 
 
 def ensure_zombie_automation() -> None:
-    """Create the automation that marks flow runs CRASHED when their heartbeats stop."""
+    """Create the automation that marks flow runs CRASHED when their heartbeats stop
+    (:func:`crashed_after_s`)."""
+    seconds = crashed_after_s()
     try:
         Automation.read(name=ZOMBIE_AUTOMATION)
         return
@@ -142,9 +161,9 @@ def ensure_zombie_automation() -> None:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=ZOMBIE_AFTER_S),
+            within=timedelta(seconds=seconds),
         ),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=ZOMBIE_MESSAGE)],
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=zombie_message(seconds))],
     ).create()
 
 

@@ -27,6 +27,9 @@ from pneumo.services import http_ok
 from pneumo.storage import s3_client
 
 BIN = Path(sys.executable).parent
+# MLflow 3's server also starts a GenAI job runner (8 processes, ~2 GB of memory and ~16 s of CPU at
+# every start) that pneumo never uses.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def services(settings: Settings) -> list[Service]:
     stack = [
         Service("s3", weed, f"{settings.s3_endpoint}/healthz", base_env),
         Service("mlflow", mlflow, f"{settings.mlflow_uri}/health",
-                {**base_env, "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_uri}),
+                {**base_env, "MLFLOW_BACKEND_STORE_URI": settings.mlflow_backend_uri, **MLFLOW_SERVER_ENV}),
         Service("prefect", prefect, f"{settings.prefect_api_url}/health", prefect_env),
     ]  # fmt: skip
     if settings.db == "postgres":

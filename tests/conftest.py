@@ -24,17 +24,37 @@ import pytest
 
 _STATE = Path(tempfile.mkdtemp(prefix="pneumo-test-state-"))
 _STATE.chmod(0o755)  # PostgreSQL may run as its own user (PNEUMO_TEST_DB=postgres, as root)
+# PNEUMO_TEST_DB=postgres: MLflow, Prefect and the records on a PostgreSQL server of the stack
+_DB = os.environ.get("PNEUMO_TEST_DB", "sqlite")
+# Every session, and every pytest-xdist worker of one, runs a stack of its own: base ports + 100 per
+# slot. Slots 0-3 are the workers gw0-gw3 of the SQLite suite, 4-7 those of the PostgreSQL scenarios
+# (the two run side by side in make test). Slots stay below 8, so that no two slots' ports meet
+# (SeaweedFS's companions sit 555, 1000, 1007 and 15313 above its port, Prefect's 800 below MLflow's).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+_SLOT = _WORKER + (4 if _DB == "postgres" else 0)
+assert _WORKER < 4, "at most 4 pytest-xdist workers (-n 4): their stacks' ports would meet"
+
+
+def _port(name: str, base: int) -> str:
+    """The port of one of this session's servers (``PNEUMO_TEST_<NAME>_PORT`` moves the base)."""
+    return str(int(os.environ.get(f"PNEUMO_TEST_{name}_PORT", base)) + 100 * _SLOT)
+
+
 os.environ.update(
     {
         "PNEUMO_STATE_DIR": str(_STATE),
         "PNEUMO_WORKDIR": str(_STATE / "work"),
-        "PNEUMO_S3_PORT": os.environ.get("PNEUMO_TEST_S3_PORT", "28333"),
-        "PNEUMO_MLFLOW_PORT": os.environ.get("PNEUMO_TEST_MLFLOW_PORT", "25000"),
-        "PNEUMO_PREFECT_PORT": os.environ.get("PNEUMO_TEST_PREFECT_PORT", "24200"),
-        # PNEUMO_TEST_DB=postgres: MLflow, Prefect and the records on a PostgreSQL server of the stack
-        "PNEUMO_DB": os.environ.get("PNEUMO_TEST_DB", "sqlite"),
-        "PNEUMO_POSTGRES_PORT": os.environ.get("PNEUMO_TEST_POSTGRES_PORT", "25432"),
+        "PNEUMO_S3_PORT": _port("S3", 28333),
+        "PNEUMO_MLFLOW_PORT": _port("MLFLOW", 25000),
+        "PNEUMO_PREFECT_PORT": _port("PREFECT", 24200),
+        "PNEUMO_DB": _DB,
+        "PNEUMO_POSTGRES_PORT": _port("POSTGRES", 25432),
         "PREFECT_HOME": str(_STATE / "prefect-client"),
+        # A flow run whose process was killed is marked CRASHED after 60 s without heartbeats, the
+        # shortest window allowed (pneumo.orchestration.crashed_after_s; the product's default: 90).
+        "PNEUMO_CRASHED_AFTER_S": "60",
+        # The tests' Prefect workers look for runs every 2 s, not 10: a run starts when the test asks.
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
         # Operator events go nowhere unless a test points them at its own service (never :8085).
         "PNEUMO_EVENTS_URL": "http://127.0.0.1:1/admin/events",
     }
@@ -42,11 +62,26 @@ os.environ.update(
 for _name in ("PNEUMO_S3_ENDPOINT", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLFLOW_S3_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 
+from scheduling import (  # noqa: E402, F401 (hooks: the order modules go to workers, where the time went)
+    pytest_collection_modifyitems,
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)
+
 from pneumo.config import Settings, apply_client_env  # noqa: E402
 from pneumo.synth import generate  # noqa: E402
 
 SETTINGS = apply_client_env()
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """This session's state folder (its servers' data and logs) goes once every test passed; after
+    a failure it stays, and its path is printed, for the logs."""
+    if exitstatus == 0:
+        shutil.rmtree(_STATE, ignore_errors=True)
+    elif any(_STATE.iterdir()):
+        print(f"\nthis session's servers' state and logs: {_STATE}", file=sys.stderr)
 
 
 def package_folders() -> dict[str, Path]:
@@ -74,6 +109,15 @@ def stack() -> Iterator[Settings]:
     started = stack_module.up(SETTINGS)
     yield SETTINGS
     stack_module.down(SETTINGS, only=started)
+
+
+@pytest.fixture(scope="session")
+def deployments(stack: Settings) -> None:
+    """prefect.yaml's deployments, their work pool and automations, registered once per session
+    (``prefect deploy`` loads every flow file: ~13 s of CPU each time)."""
+    from pneumo.orchestration import register_deployments
+
+    register_deployments()
 
 
 @pytest.fixture
@@ -272,7 +316,7 @@ def wait_for_flow_run(flow_run_id, timeout: float = 900):
                 return run
             state = run.state.name if run.state else "without state"
             assert time.monotonic() < deadline, f"flow run {run.name} still {state} after {timeout} s"
-            time.sleep(2)
+            time.sleep(0.5)
 
 
 def flow_runs_of(deployment_id, states: tuple[str, ...], since=None) -> list:
@@ -297,6 +341,19 @@ def flow_runs_of(deployment_id, states: tuple[str, ...], since=None) -> list:
         return client.read_flow_runs(flow_run_filter=wanted)
 
 
+def cancel_scheduled_trainings(model_name: str) -> None:
+    """Cancel the training deployment's runs of ``model_name`` still waiting for a worker (the
+    retrainings a monitoring test scheduled without one), so that no later test's worker runs them."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("training/training")
+        for run in flow_runs_of(deployment.id, ("SCHEDULED", "PENDING")):
+            if (run.parameters.get("overrides") or {}).get("registry", {}).get("model_name") == model_name:
+                client.set_flow_run_state(run.id, Cancelled(message="left by a test"), force=True)
+
+
 def run_deployment_when_free(name: str, parameters: dict, timeout: float = 600, attempts: int = 3):
     """``run_deployment`` as an operator would use it next to a schedule: the monitoring deployment
     runs one at a time and cancels a newcomer (``CANCEL_NEW``), and its daily 06:00 UTC run may take
@@ -305,7 +362,7 @@ def run_deployment_when_free(name: str, parameters: dict, timeout: float = 600, 
     from prefect.deployments import run_deployment
 
     for _ in range(attempts):
-        run = run_deployment(name, parameters=parameters, timeout=timeout)
+        run = run_deployment(name, parameters=parameters, timeout=timeout, poll_interval=1)
         if not (run.state.is_cancelled() and "concurrency limit" in (run.state.message or "").lower()):
             return run
         for holder in flow_runs_of(run.deployment_id, ("PENDING", "RUNNING", "CANCELLING")):
@@ -348,6 +405,31 @@ def served_model(stack: Settings, source: str) -> dict:
     summary = training(source=source, profile="test", overrides={"registry": {"model_name": SERVING_MODEL}})
     assert summary["promoted"], summary["reasons"]
     return summary
+
+
+def champion_copy(served_model: dict, name: str) -> dict:
+    """A champion for the registered model ``name`` without a training of its own: the session's
+    trained version (``served_model``) copied into ``name`` with every tag (its data version,
+    threshold, gate verdict; the run, its graphs and its monitoring reference are shared) and a
+    recipe that names ``name`` (a retraining trains ``name``), then promoted as an operator would
+    (audited, by ``tests``). Returns ``served_model``'s summary for the copy. For the tests whose
+    subject is not the training itself."""
+    import dataclasses
+
+    import mlflow
+
+    from pneumo.contract import Recipe
+    from pneumo.tasks.registry import promote
+
+    client = mlflow.MlflowClient()
+    copy = client.copy_model_version(f"models:/{SERVING_MODEL}/{served_model['version']}", name)
+    version, recipe = str(copy.version), Recipe.from_tags(copy.tags)
+    registry = {**recipe.overrides.get("registry", {}), "model_name": name}
+    renamed = dataclasses.replace(recipe, overrides={**recipe.overrides, "registry": registry})
+    for key, value in renamed.to_tags().items():
+        client.set_model_version_tag(name, version, key, value)
+    promote.fn(name, version, "a copy of the session's trained model", expected=None, by="tests")
+    return {**served_model, "version": version, "model_uri": f"models:/{name}/{version}"}
 
 
 @pytest.fixture

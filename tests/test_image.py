@@ -1,6 +1,6 @@
-"""The image as shipped: its default command, run with buildah against the test stack, serves the
-registry's champion. Run by ``make test-image`` (part of ``make test``), which builds the image
-first (``make image``)."""
+"""The image as shipped: built by deploy/build-image.sh (``make image``), its default command, run
+with buildah against the test stack, serves the registry's champion. Run by ``make test-image``
+and, in ``make test``, last in the PostgreSQL session, once the build started alongside is done."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import SERVING_MODEL, answers, free_port, run_deployment_when_free, wait_until
+from conftest import REPO, SERVING_MODEL, answers, free_port, run_deployment_when_free, wait_until
 
 from pneumo.config import Settings
 from pneumo.stack import terminate_group
 
-pytestmark = [pytest.mark.integration, pytest.mark.image]
+pytestmark = [pytest.mark.integration, pytest.mark.image, pytest.mark.postgres]
 IMAGE = os.environ.get("PNEUMO_IMAGE", "localhost/pneumo:latest")
 RUN = ["buildah", "run", "--isolation", "chroot"]  # shares the host's network: the test stack is on 127.0.0.1
 
@@ -38,9 +38,18 @@ def _run(container: str, env: dict[str, str], command: list[str], log: Path, opt
 
 
 @pytest.fixture(scope="module")
-def container() -> Iterator[str]:
+def built() -> str:
+    """The image built from this checkout: deploy/build-image.sh waits for a build already running
+    (make test starts one alongside the tests) and finds its layers cached, or builds it."""
+    build = subprocess.run([str(REPO / "deploy" / "build-image.sh"), IMAGE], capture_output=True, text=True)
+    assert build.returncode == 0, f"deploy/build-image.sh {IMAGE} failed:\n{build.stderr[-3000:]}"
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def container(built: str) -> Iterator[str]:
     name = subprocess.run(
-        ["buildah", "from", "--pull-never", IMAGE], capture_output=True, text=True, check=True
+        ["buildah", "from", "--pull-never", built], capture_output=True, text=True, check=True
     )
     container = name.stdout.strip()
     yield container

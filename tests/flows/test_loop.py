@@ -30,24 +30,21 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.deployments import run_deployment
 
-from pneumo.config import Settings
 from pneumo.contract import CHAMPION, GATE_ARTIFACT
 from pneumo.models import alias_version
 from pneumo.monitoring.records import read_records
-from pneumo.orchestration import register_deployments
 from pneumo.serving import create_app
 from pneumo.synth import generate
 from pneumo.tasks.retrain import recent_retrainings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.postgres]
 MODEL = "pneumonia-loop-test"
 RECIPE = {"profile": "test", "overrides": {"registry": {"model_name": MODEL}}}
 
 
 @pytest.fixture(scope="module")
-def worker(stack: Settings):
+def worker(deployments):
     """The deployments of prefect.yaml registered, and a worker serving their pool."""
-    register_deployments()
     process = start_worker()
     yield process
     stop_worker(process)
@@ -65,9 +62,8 @@ def _report(flow_run_id) -> str:
 @pytest.fixture(scope="module")
 def trained(worker, source: str) -> dict:
     """The training deployment run by the worker: the champion of the loop."""
-    run = run_deployment(
-        "training/training", parameters={"source": source, **RECIPE, "trigger": "deployment"}, timeout=900
-    )
+    parameters = {"source": source, **RECIPE, "trigger": "deployment"}
+    run = run_deployment("training/training", parameters=parameters, timeout=900, poll_interval=1)
     assert run.state.is_completed(), run.state.message
     champion = alias_version(MODEL, CHAMPION)
     assert champion is not None and champion.tags["trigger"] == "deployment"

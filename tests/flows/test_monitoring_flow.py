@@ -4,37 +4,36 @@ Evidently reports in S3, and retraining started as a run of the training deploym
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-from conftest import send_images
+from conftest import cancel_scheduled_trainings, champion_copy, send_images
 from PIL import Image
 
 from pneumo.config import Settings
 from pneumo.contract import SiteThreshold
 from pneumo.datasets import read_labelled
 from pneumo.flows.monitoring_flow import monitoring
-from pneumo.flows.training_flow import training
 from pneumo.monitoring.records import LABELS, add_feedback, make_engine
-from pneumo.orchestration import register_deployments
 from pneumo.serving import create_app
 from pneumo.storage import s3_client, split_uri
 from pneumo.synth import generate
 from pneumo.tasks.retrain import RETRAIN_TAG, recent_retrainings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 MODEL = "pneumonia-monitoring-test"
 
 
 @pytest.fixture(scope="module")
-def monitored(stack: Settings, source: str) -> dict:
-    """A champion with its training reference, and the deployments registered."""
-    summary = training(source=source, profile="test", overrides={"registry": {"model_name": MODEL}})
-    assert summary["promoted"], summary["reasons"]
-    register_deployments()
-    return summary
+def monitored(served_model: dict, deployments) -> Iterator[dict]:
+    """A champion with its training reference (a copy of the session's trained model), and the
+    deployments registered."""
+    summary = champion_copy(served_model, MODEL)
+    yield summary
+    cancel_scheduled_trainings(MODEL)  # a later module's worker must not train them
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from pneumo.synth import generate
 from pneumo.tasks.ingest import SourceError
 from pneumo.tasks.monitor import retraining_parameters
 from pneumo.tasks.registry import ChampionMoved, RegistryError, history, promote, rollback
+from pneumo.tasks.train import model_requirements
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +69,9 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     assert metrics["int8_served"] == float(passed)
     assert tags[GRAPH_TAG] == (INT8_ARTIFACT if passed else ONNX_ARTIFACT)
     assert "## Serving\nThe int8 graph decided as the float model on" in champion.description
+    # The model's requirements: pinned to the versions that trained it (none inferred: that cost ~7 s).
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(first["model_uri"])).read_text().split()
+    assert requirements == model_requirements() and any(r.startswith("tensorflow") for r in requirements)
 
     # What the operator sees in the Prefect UI: a name that says what ran, the gate, the progress.
     with get_client(sync_client=True) as client:

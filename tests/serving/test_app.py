@@ -23,7 +23,7 @@ from pneumo.contract import platt
 from pneumo.monitoring.records import read_records
 from pneumo.serving import create_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

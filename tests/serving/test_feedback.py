@@ -16,7 +16,7 @@ from pneumo.monitoring.records import feedback_history, make_engine, read_record
 from pneumo.serving import create_app
 from pneumo.storage import list_objects, s3_client, split_uri
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 def _predict(client, image: Image.Image, headers: dict | None = None) -> dict:
