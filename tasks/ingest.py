@@ -26,7 +26,7 @@ from pneumo.config import RAW_DATA, state_dir, workdir
 from pneumo.datasets import SOURCES_FILE
 from pneumo.orchestration import Progress
 from pneumo.services import TRANSFER_TASK, until_reachable
-from pneumo.storage import list_objects, s3_client, split_sources, split_uri
+from pneumo.storage import concurrently, list_objects, s3_client, split_sources, split_uri
 from pneumo.versioning import version_folder
 
 
@@ -137,27 +137,37 @@ def _plan(source: str) -> tuple[list[Entry], list[str]]:
 
 
 def _materialise(entries: list[Entry], folders: list[str], target: Path, progress: Progress) -> None:
-    """Download (through the content-addressed cache) into a staging folder, then rename it to ``target``."""
+    """Download (through the content-addressed cache, several objects at once) into a staging
+    folder, then rename it to ``target``."""
     client = s3_client()
     staging = target.parent / f".incoming-{target.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        downloaded = 0
-        for index, entry in enumerate(entries, 1):
+        missing = {}  # cache path -> entry: an object listed twice (same ETag) is fetched once
+        for entry in entries:
             cached = _cache_path(entry.obj.get("ETag", ""), entry.key)
             if not cached.exists():
-                _download(client, entry.bucket, entry.obj, cached)
-                downloaded += 1
+                missing.setdefault(cached, entry)
+
+        def fetch(item: tuple[Path, Entry]) -> None:
+            _download(client, item[1].bucket, item[1].obj, item[0])
+
+        cached_count = len(entries) - len(missing)
+        for done, _ in enumerate(concurrently(fetch, missing.items()), 1):
+            if done % 50 == 0 or done == len(missing):
+                progress.update(cached_count + done, len(entries))
+            if done % 1000 == 0 or done == len(missing):
+                print(f"ingest: {done}/{len(missing)} objects downloaded ({cached_count} cached)")
+        for entry in entries:
+            cached = _cache_path(entry.obj.get("ETag", ""), entry.key)
             local = staging / entry.path
             local.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(cached, local)
             except OSError:
                 shutil.copyfile(cached, local)
-            if index % 50 == 0 or index == len(entries):
-                progress.update(index, len(entries))
-            if index % 200 == 0 or index == len(entries):
-                print(f"ingest: {index}/{len(entries)} objects ({downloaded} downloaded, rest cached)")
+        progress.update(len(entries), len(entries))
+        print(f"ingest: {len(entries)} objects in the snapshot ({len(missing)} downloaded, rest cached)")
         with (staging / "manifest.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["key", "etag", "size"])

@@ -50,7 +50,12 @@ def push_folder(folder: Path, to: str | None = None) -> str:
     uri = to or f"s3://{settings.raw_bucket}/{folder.resolve().name}"
     if not any(path.is_file() for path in folder.rglob("*")):
         fail(f"{folder} holds no files")
-    count, removed = sync_dir(s3_client(settings), folder, uri)
+
+    def progress(done: int, total: int) -> None:
+        if done % 1000 == 0 or (done == total and total >= 1000):
+            typer.echo(f"{done}/{total} files uploaded", err=True)
+
+    count, removed = sync_dir(s3_client(settings), folder, uri, progress)
     gone = f"; removed {removed} objects no longer in {folder}" if removed else ""
     typer.echo(f"uploaded {count} files to {uri}{gone}", err=True)
     return uri
