@@ -155,7 +155,9 @@ def main(
     splits = patient_folds(y, table["patient_id"].to_numpy(), folds, params["data"]["seed"])
     augment = params["data"]["augment"]
     side = context_side(params["data"]["image_size"], augment)
-    contexts = [context(original, side, augment["squeeze"]) for original in originals]
+    contexts = [
+        context(original, side, augment["squeeze"], params["data"]["square"]) for original in originals
+    ]
     seconds = []
     for k in fold if fold is not None else range(folds):
         path = out / f"fold{k}.csv"

@@ -27,7 +27,7 @@ from pneumo.figures import confusion_figure, roc_figure
 from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals
 from pneumo.models import NOT_FOUND_CODES, load_keras, registered_version
 from pneumo.network import predict
-from pneumo.processed import load_images
+from pneumo.prepared import prepared_images
 
 
 @dataclass
@@ -101,7 +101,7 @@ def prepare_table(table: pd.DataFrame, size: int, square: str) -> tuple[pd.DataF
     Raises:
         DataError: fewer than one readable image of each class.
     """
-    images, unreadable = load_images(table["path"], size, square)
+    images, unreadable = prepared_images(table["path"], size, square)
     table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table["label"].nunique() < 2:
         raise DataError(f"after skipping {len(unreadable)} unreadable images one class has none left")

@@ -78,6 +78,32 @@ def bootstrap_intervals(
     return {name: interval(values) for name, values in draws.items()}
 
 
+def threshold_spread(
+    y: np.ndarray,
+    p: np.ndarray,
+    target_sensitivity: float,
+    groups: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How far :func:`choose_threshold` moves with the patients it is chosen on: its patient-bootstrap
+    ``threshold_sd`` and 95% interval (``threshold_ci_low``, ``threshold_ci_high``).
+
+    A validation split of a few dozen positives puts the threshold at about the second-lowest
+    positive score, and the interval is wide; several hundred patients pin it down.
+    """
+    draws = [
+        choose_threshold(y[rows], p[rows], target_sensitivity)
+        for rows in patient_resamples(y, groups, resamples, seed)
+    ]
+    low, high = interval(draws)
+    return {
+        "threshold_sd": float(np.std(draws)) if draws else math.nan,
+        "threshold_ci_low": low,
+        "threshold_ci_high": high,
+    }
+
+
 def patient_resamples(y: np.ndarray, groups: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Row indices of bootstrap resamples of patients: all images of a drawn patient together.
 

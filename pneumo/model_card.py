@@ -51,6 +51,17 @@ def new_site_section(results: dict[str, Any], gate: dict[str, Any]) -> str:
             f"(sd {results['threshold_fold_sd']:.4f}).",
             "",
         ]
+    if "threshold_ci_low" in results:
+        lines += [
+            "Chosen on other patients of the validation split, the threshold would lie in "
+            f"{results['threshold_ci_low']:.4f} - {results['threshold_ci_high']:.4f} (95% patient bootstrap, "
+            f"sd {results['threshold_sd']:.4f}); at those two ends the test split's sensitivity is "
+            f"{results['test_sensitivity_at_threshold_ci_high']:.3f} - "
+            f"{results['test_sensitivity_at_threshold_ci_low']:.3f} and its specificity "
+            f"{results['test_specificity_at_threshold_ci_low']:.3f} - "
+            f"{results['test_specificity_at_threshold_ci_high']:.3f}.",
+            "",
+        ]
     degraded = [name for name in DEGRADED if f"degraded_{name}_auc" in results]
     if degraded:
         lines += ["The test split altered as another hospital's pipeline might alter it, decided at the "

@@ -119,14 +119,27 @@ def build_network(size: int, recipe: dict[str, Any], steps: int | None = None) -
     return model
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle_seed: int | None) -> tf.data.Dataset:
-    """The tf.data input pipeline: uint8 images -> float32 batches, shuffled when training."""
-    dataset = tf.data.Dataset.from_tensor_slices((x[..., np.newaxis], y.astype(np.float32)))
+def class_weights(y: np.ndarray, mode: str) -> np.ndarray:
+    """The loss weight of each class (index 0 and 1): ``balanced`` weighs each class inversely to its
+    frequency in ``y`` (both classes then count equally, with no image copied), ``none`` weighs 1."""
+    counts = np.bincount(np.asarray(y, np.int64), minlength=2).astype(np.float64)
+    if mode == "none" or counts.min() == 0:
+        return np.ones(2, np.float32)
+    return (counts.sum() / (2 * counts)).astype(np.float32)
+
+
+def make_dataset(
+    x: np.ndarray, y: np.ndarray, batch: int, shuffle_seed: int | None, weights: np.ndarray | None = None
+) -> tf.data.Dataset:
+    """The tf.data input pipeline: uint8 images -> float32 batches, shuffled when training; with
+    ``weights`` (:func:`class_weights`), each example also carries its class's loss weight."""
+    labels = y.astype(np.float32)
+    parts = (x[..., np.newaxis], labels) if weights is None else (x[..., np.newaxis], labels, weights[y])
+    dataset = tf.data.Dataset.from_tensor_slices(parts)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch).map(
-        lambda images, labels: (tf.cast(images, tf.float32), labels),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        lambda images, *rest: (tf.cast(images, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -142,25 +155,35 @@ def balanced_order(y: np.ndarray, rng: np.random.Generator, balance: bool) -> np
 
 
 def augmented_dataset(
-    contexts: list[np.ndarray], y: np.ndarray, size: int, batch: int, data: dict[str, Any], seed: int
+    contexts: list[np.ndarray],
+    y: np.ndarray,
+    size: int,
+    batch: int,
+    data: dict[str, Any],
+    seed: int,
+    weighting: str = "none",
 ) -> tuple[tf.data.Dataset, int]:
-    """Fresh random views of the context images every epoch (balanced by repeats of the minority).
+    """Fresh random views of the context images every epoch, each with its class's loss weight
+    (:func:`class_weights` of ``weighting``), balanced by repeats of the minority with ``data.balance``.
 
     Returns:
         The dataset and its number of examples per epoch.
     """
     rng = np.random.default_rng(seed)
     aug = data["augment"]
+    weights = class_weights(y, weighting)
 
     def views():
         for index in balanced_order(y, rng, data["balance"]):
-            yield random_view(contexts[index], size, rng, aug)[..., np.newaxis], np.float32(y[index])
+            view = random_view(contexts[index], size, rng, aug)[..., np.newaxis]
+            yield view, np.float32(y[index]), weights[y[index]]
 
     per_epoch = len(balanced_order(y, np.random.default_rng(0), data["balance"]))
-    signature = (tf.TensorSpec((size, size, 1), tf.uint8), tf.TensorSpec((), tf.float32))
+    signature = (tf.TensorSpec((size, size, 1), tf.uint8), tf.TensorSpec((), tf.float32),
+                 tf.TensorSpec((), tf.float32))  # fmt: skip
     dataset = tf.data.Dataset.from_generator(views, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch)).batch(batch)
-    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+    dataset = dataset.map(lambda images, labels, w: (tf.cast(images, tf.float32), labels, w))
     return dataset.prefetch(2), per_epoch
 
 
@@ -169,9 +192,11 @@ def training_data(processed: str, params: dict[str, Any]) -> tuple[tf.data.Datas
     data, cfg = params["data"], params["train"]
     if data["augment"]["online"]:
         contexts, y = load_contexts(processed)
-        return augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, cfg["seed"])
+        return augmented_dataset(
+            contexts, y, data["image_size"], cfg["batch_size"], data, cfg["seed"], cfg["class_weight"]
+        )
     x, y = load_split(processed, "train")
-    return make_dataset(x, y, cfg["batch_size"], cfg["seed"]), len(y)
+    return make_dataset(x, y, cfg["batch_size"], cfg["seed"], class_weights(y, cfg["class_weight"])), len(y)
 
 
 def patient_folds(
@@ -203,7 +228,9 @@ def fit_on_contexts(
     """
     data, cfg = params["data"], params["train"]
     keras.utils.set_random_seed(seed)
-    dataset, n = augmented_dataset(contexts, y, data["image_size"], cfg["batch_size"], data, seed)
+    dataset, n = augmented_dataset(
+        contexts, y, data["image_size"], cfg["batch_size"], data, seed, cfg["class_weight"]
+    )
     model = build_network(data["image_size"], cfg, steps=math.ceil(n / cfg["batch_size"]) * cfg["epochs"])
     model.fit(
         dataset, epochs=cfg["epochs"], verbose=0, shuffle=False, callbacks=callbacks

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pneumo.augment import context, context_side
+from pneumo.augment import context_side
 from pneumo.config import workdir
 from pneumo.datasets import DataError, read_labelled
-from pneumo.images import ImageError, check_proportions, decode, prepare
+from pneumo.prepared import context_images, prepared_images
 
 SPLITS = ("train", "val", "test")
 FORMAT = 3  # of the processed folder: part of its cache key, so older folders are not reused
@@ -76,32 +76,6 @@ def balance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, params: dict
     return np.concatenate([x, extra]), np.concatenate([y, np.full(needed, minority, y.dtype)])
 
 
-def load_images(paths: pd.Series, size: int, square: str) -> tuple[np.ndarray, list[int]]:
-    """Decode and prepare image files as the service does, skipping (and naming) unreadable ones.
-
-    Returns:
-        The prepared ``uint8`` images of the readable files and the positions of the unreadable ones.
-    """
-    images, unreadable = [], []
-    for position, path in enumerate(paths):
-        try:
-            original = decode(Path(path).read_bytes())
-            check_proportions(original.size)  # what the service refuses, training and evaluation skip
-            images.append(prepare(original, size, square))
-        except (ImageError, OSError) as error:
-            print(f"skipping unreadable image {Path(path).name}: {error}")
-            unreadable.append(position)
-        if (position + 1) % 500 == 0:
-            print(f"{position + 1}/{len(paths)} images decoded")
-    return np.stack(images) if images else np.zeros((0, size, size), np.uint8), unreadable
-
-
-def _contexts(paths: pd.Series, data: dict[str, Any]) -> list[np.ndarray]:
-    """The context images of (readable) training images, for online augmentation."""
-    side = context_side(data["image_size"], data["augment"])
-    return [context(decode(Path(path).read_bytes()), side, data["augment"]["squeeze"]) for path in paths]
-
-
 def save_contexts(path: Path, contexts: list[np.ndarray], y: np.ndarray) -> None:
     """Store context images of different shapes as one flat pixel array plus their shapes."""
     shapes = np.array([c.shape for c in contexts], np.int64).reshape(-1, 2)
@@ -139,7 +113,7 @@ def build_processed(
         print(f"preprocess: reusing {out}")
         return str(out)
     table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
-    images, unreadable = load_images(table["path"], data["image_size"], data["square"])
+    images, unreadable = prepared_images(table["path"], data["image_size"], data["square"])
     table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if table.empty:
         raise DataError(f"none of the images in {raw_dir} could be read")
@@ -152,7 +126,10 @@ def build_processed(
         mask = (table["split"] == split).to_numpy()
         x, y = images[mask], table.loc[mask, "label"].to_numpy(np.int64)
         if split == "train" and data["augment"]["online"]:
-            save_contexts(out / "train_context.npz", _contexts(table.loc[mask, "path"], data), y)
+            side = context_side(data["image_size"], data["augment"])
+            squeeze = data["augment"]["squeeze"]
+            contexts = context_images(table.loc[mask, "path"], side, squeeze, data["square"])
+            save_contexts(out / "train_context.npz", contexts, y)
         elif split == "train" and data["balance"]:
             x, y = balance(x, y, rng, data["augment"])
         np.savez(out / f"{split}.npz", x=x, y=y)

@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.square": SQUARE_MODES,
     "train.backbone": BACKBONES,
     "train.lr_schedule": LR_SCHEDULES,
+    "train.class_weight": ("none", "balanced"),
 }
 # Inclusive (low, high) bounds; None: unbounded on that side.
 RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -29,6 +30,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.augment.rotation_deg": (0, 180),
     "data.augment.brightness": (0, 1),
     "data.augment.squeeze": (1, 4),
+    "data.augment.widen": (1, 4),
     "data.augment.zoom": (0.1, 1),
     "data.augment.shift": (0, 1),
     "data.augment.gamma": (1, 5),
@@ -45,6 +47,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.epochs": (1, 1000),
     "train.batch_size": (1, 1024),
     "train.patience": (0, 1000),
+    "train.warm_start_epochs": (0, 1000),
     "gate.target_sensitivity": (0.5, 1),
     "gate.threshold_folds": (0, 20),
     "gate.bootstrap_resamples": (50, 100_000),
@@ -150,12 +153,15 @@ def check_values(params: dict[str, Any]) -> None:
         raise ParamsError(
             f"train.weights must be none, imagenet or an existing weights file, not {weights!r}"
         )
+    if data["balance"] and train["class_weight"] != "none":
+        raise ParamsError(
+            "data.balance and train.class_weight both correct the class imbalance: set data.balance: "
+            "false to weigh the loss instead of copying images, or train.class_weight: none"
+        )
     if gate["threshold_folds"] == 1:
         raise ParamsError("gate.threshold_folds must be 0 (validation split) or at least 2, not 1")
     if gate["threshold_folds"] and not data["augment"]["online"]:
         raise ParamsError("gate.threshold_folds needs data.augment.online: true")
-    if data["augment"]["online"] and data["square"] != "crop":
-        raise ParamsError("data.augment.online draws crops: it needs data.square: crop")
     unknown = set(gate["max_drop"]) - set(GATE_DROPS)
     if unknown:
         raise ParamsError(f"gate.max_drop knows {', '.join(GATE_DROPS)}, not {', '.join(sorted(unknown))}")

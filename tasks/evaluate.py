@@ -15,7 +15,7 @@ from pneumo.calibration import fit_platt
 from pneumo.contract import HISTORY_ARTIFACT, INT8_ARTIFACT
 from pneumo.degrade import copy_metrics, degraded_copies
 from pneumo.figures import confusion_figure, learning_curves, roc_figure
-from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold
+from pneumo.metrics import REPORTED, binary_metrics, bootstrap_intervals, choose_threshold, threshold_spread
 from pneumo.models import load_keras
 from pneumo.network import predict
 from pneumo.processed import load_split, split_rows
@@ -85,11 +85,15 @@ def evaluate(
     """
     model = load_keras(model_uri)
     x_test, y_test = load_split(processed, "test")
+    spread: dict[str, float] = {}
+    target = params["gate"]["target_sensitivity"]
     if cross_validated is None:  # threshold and calibration from the validation split
         x_val, y_val = load_split(processed, "val")
         p_val = predict(model, x_val)
-        threshold = choose_threshold(y_val, p_val, params["gate"]["target_sensitivity"])
+        threshold = choose_threshold(y_val, p_val, target)
         calibration_a, calibration_b = fit_platt(y_val, p_val)
+        val_patients = split_rows(processed, "val")["patient_id"].to_numpy()
+        spread = threshold_spread(y_val, p_val, target, val_patients, params["gate"]["bootstrap_resamples"])
     else:
         threshold = cross_validated["threshold"]
         calibration_a, calibration_b = cross_validated["calibration_a"], cross_validated["calibration_b"]
@@ -106,6 +110,12 @@ def evaluate(
     }
     for name, (low, high) in intervals.items():
         results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
+    for name, value in spread.items():  # the operating point on the test split at both ends
+        results[name] = value
+        if name != "threshold_sd":
+            at = binary_metrics(y_test, p_test, value)
+            results[f"test_sensitivity_at_{name}"] = at["sensitivity"]
+            results[f"test_specificity_at_{name}"] = at["specificity"]
     images = {"original": x_test, **test_copies(processed, params["data"])}
     float_scores = {name: p_test if name == "original" else predict(model, x) for name, x in images.items()}
     for name, p in float_scores.items():

@@ -21,7 +21,15 @@ from mlflow.models import infer_signature
 from prefect import task
 
 from pneumo.config import ROOT
-from pneumo.contract import HISTORY_ARTIFACT, INT8_ARTIFACT, MODEL_ARTIFACT, ONNX_ARTIFACT, SUMMARY_ARTIFACT
+from pneumo.contract import (
+    CHAMPION,
+    HISTORY_ARTIFACT,
+    INT8_ARTIFACT,
+    MODEL_ARTIFACT,
+    ONNX_ARTIFACT,
+    SUMMARY_ARTIFACT,
+)
+from pneumo.models import alias_version, load_keras
 from pneumo.monitoring.features import with_embedding
 from pneumo.network import build_network, make_dataset, serving_graph, training_data
 from pneumo.orchestration import Progress
@@ -127,6 +135,28 @@ def int8_quantizer(processed: str, export: dict[str, Any], seed: int) -> Callabl
     return partial(quantize, calibration=x_train[np.sort(chosen)], ops=export["int8_ops"])
 
 
+def champion_start(params: dict[str, Any], size: int) -> tuple[list[np.ndarray] | None, str]:
+    """The champion's weights to start from, with ``train.warm_start_epochs``, and why (or why not).
+
+    Only a champion whose network has exactly this recipe's shape (input and every weight) is a
+    start; any other (another backbone, size or head, or none) leaves the training from scratch.
+    """
+    if not params["train"]["warm_start_epochs"]:
+        return None, "from scratch"
+    name = params["registry"]["model_name"]
+    champion = alias_version(name, CHAMPION)
+    if champion is None:
+        return None, f"from scratch: {name} has no champion to start from"
+    previous = load_keras(f"models:/{name}/{champion.version}")
+    probe = build_network(size, params["train"], steps=1)
+    shapes = [w.shape for w in probe.get_weights()]
+    if tuple(previous.inputs[0].shape[1:]) != tuple(probe.inputs[0].shape[1:]) or shapes != [
+        w.shape for w in previous.get_weights()
+    ]:
+        return None, f"from scratch: champion v{champion.version}'s network is not this recipe's"
+    return previous.get_weights(), f"from champion v{champion.version}'s weights"
+
+
 @task(name="train")
 @until_reachable("training (every epoch is logged to MLflow)")
 def train(processed: str, params: dict[str, Any], data_version: str, source: str) -> dict[str, str]:
@@ -136,10 +166,14 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
         ``run_id`` and ``model_uri`` (the logged model) of the run.
     """
     cfg, size = params["train"], params["data"]["image_size"]
+    start, started_from = champion_start(params, size)
     keras.utils.set_random_seed(cfg["seed"])
+    epochs = cfg["warm_start_epochs"] if start is not None else cfg["epochs"]
     train_set, n_train = training_data(processed, params)
     x_val, y_val = load_split(processed, "val")
-    model = build_network(size, cfg, steps=math.ceil(n_train / cfg["batch_size"]) * cfg["epochs"])
+    model = build_network(size, cfg, steps=math.ceil(n_train / cfg["batch_size"]) * epochs)
+    if start is not None:
+        model.set_weights(start)
     mlflow.set_experiment(params["registry"]["experiment"])
     with mlflow.start_run(run_name=f"{params['profile']}-{cfg['backbone']}") as run:
         mlflow.log_params(flatten({k: params[k] for k in ("data", "train", "gate", "export")}))
@@ -152,10 +186,12 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
                 "data_version": data_version,
                 "data_source": source,
                 "git_commit": git_commit(),
+                "started_from": started_from,
             }
         )
-        print(f"train: {n_train} train / {len(y_val)} val images per epoch, backbone {cfg['backbone']}")
-        callbacks: list[keras.callbacks.Callback] = [EpochLogger(cfg["epochs"])]
+        print(f"train: {n_train} train / {len(y_val)} val images per epoch, backbone {cfg['backbone']}, "
+              f"{epochs} epochs {started_from}")  # fmt: skip
+        callbacks: list[keras.callbacks.Callback] = [EpochLogger(epochs)]
         if cfg["patience"]:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -165,7 +201,7 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
         history = model.fit(
             train_set,
             validation_data=make_dataset(x_val, y_val, cfg["batch_size"], None),
-            epochs=cfg["epochs"],
+            epochs=epochs,
             shuffle=False,  # the dataset shuffles itself
             callbacks=callbacks,
             verbose=0,

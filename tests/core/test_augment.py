@@ -60,3 +60,27 @@ def test_a_view_without_augmentation_is_what_serving_sees():
     ctx = context(image, context_side(64, NO_AUGMENTATION), squeeze=1.6)
     view = random_view(ctx, 64, np.random.default_rng(0), NO_AUGMENTATION).astype(float)
     assert np.abs(view - prepare(image, 64, "crop")).mean() < 1.0
+
+
+def test_widen_shows_less_of_the_width_as_a_squashed_film_widened_back():
+    square_film = _wide(200, 200)  # a film already squashed to a square, as many exports are
+    ctx = context(square_film, 64, squeeze=1.6, square_mode="stretch")
+    plain = NO_AUGMENTATION
+
+    def spread(view: np.ndarray) -> int:
+        return int(view[:, -1].mean()) - int(view[:, 0].mean())
+
+    whole = spread(random_view(ctx, 32, np.random.default_rng(0), plain))
+    ratios = [spread(random_view(ctx, 32, np.random.default_rng(s), {**plain, "widen": 1.6})) / whole
+              for s in range(20)]  # fmt: skip
+    assert max(ratios) < 1.03 and min(ratios) < 1 / 1.4  # never wider, sometimes much narrower
+
+
+def test_stretched_and_padded_contexts_are_the_square_film_inference_sees():
+    noise = np.random.default_rng(0).integers(0, 255, (300, 520), dtype=np.uint8)
+    image = Image.fromarray(noise).filter(ImageFilter.GaussianBlur(8))
+    for mode in ("stretch", "pad"):
+        ctx = context(image, context_side(64, NO_AUGMENTATION), squeeze=1.6, square_mode=mode)
+        assert ctx.shape == (64, 64)
+        view = random_view(ctx, 64, np.random.default_rng(0), NO_AUGMENTATION).astype(float)
+        assert np.abs(view - prepare(image, 64, mode)).mean() < 1.5

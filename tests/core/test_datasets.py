@@ -61,7 +61,7 @@ def test_a_snapshot_of_several_sources_reads_each_in_its_own_layout(tmp_path: Pa
 def test_dicom_files_are_read_and_prepared_like_the_others(tmp_path: Path):
     from dicomfiles import dicom_from_gray
 
-    from pneumo.processed import load_images
+    from pneumo.prepared import prepared_images
 
     for folder, value in (("NORMAL", 60), ("PNEUMONIA", 190)):
         (tmp_path / folder).mkdir()
@@ -71,7 +71,7 @@ def test_dicom_files_are_read_and_prepared_like_the_others(tmp_path: Path):
         )
     table = read_class_folders(tmp_path)
     assert sorted(Path(p).suffix for p in table["path"]) == [".dcm", ".dcm", ".png", ".png"]
-    images, unreadable = load_images(table["path"], 32, "crop")
+    images, unreadable = prepared_images(table["path"], 32, "crop")
     assert unreadable == [] and images.shape == (4, 32, 32)
     by_file = dict(zip(table["path"].map(lambda p: Path(p).stem), images, strict=True))
     for value in (60, 190):  # the DICOM (MONOCHROME1, 12 bits) prepares as the PNG it was made from

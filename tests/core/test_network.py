@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pneumo.config import load_params
-from pneumo.network import augmented_dataset, balanced_order, build_network, make_dataset
+from pneumo.network import augmented_dataset, balanced_order, build_network, class_weights, make_dataset
 from pneumo.validation import BACKBONES
 
 
@@ -62,8 +62,8 @@ def test_xray_recipe_learns_from_augmented_views():
     keras.utils.set_random_seed(0)
     dataset, n = augmented_dataset(contexts, y, 64, 16, params["data"], seed=0)
     assert n == 56
-    images, labels = next(iter(dataset))
-    assert set(labels.numpy().tolist()) <= {0.0, 1.0}
+    images, labels, weights = next(iter(dataset))
+    assert set(labels.numpy().tolist()) <= {0.0, 1.0} and set(weights.numpy().tolist()) == {1.0}
     assert images.shape == (16, 64, 64, 1) and images.dtype == np.float32
     model = build_network(64, params["train"], steps=4 * 6)
     model.fit(dataset, epochs=6, verbose=0, shuffle=False)
@@ -78,3 +78,22 @@ def test_balanced_order_reaches_parity_and_keeps_every_example():
     assert np.bincount(y[order]).tolist() == [9, 9]
     assert set(order.tolist()) == set(range(12))
     assert sorted(balanced_order(y, np.random.default_rng(0), balance=False).tolist()) == list(range(12))
+
+
+def test_balanced_class_weights_make_both_classes_count_equally_without_copies():
+    y = np.array([0] * 25 + [1] * 75)  # Kermany's 1 : 3
+    weights = class_weights(y, "balanced")
+    assert weights[y].sum() == pytest.approx(len(y))  # the loss keeps its scale
+    assert weights[0] * 25 == pytest.approx(weights[1] * 75)  # each class weighs half
+    assert class_weights(y, "none").tolist() == [1.0, 1.0]
+    assert class_weights(np.ones(5, int), "balanced").tolist() == [1.0, 1.0]  # one class: nothing to weigh
+    contexts = [np.full((40, 40), 100, np.uint8)] * len(y)
+    params = load_params("xray", {"data": {"balance": False}, "train": {"class_weight": "balanced"}})
+    dataset, n = augmented_dataset(contexts, y, 32, 100, params["data"], seed=0, weighting="balanced")
+    _, labels, sample_weights = next(iter(dataset))
+    assert n == 100  # every image once: no minority copies
+    assert np.allclose(sample_weights.numpy(), weights[labels.numpy().astype(int)])
+    _, labels, sample_weights = next(
+        iter(make_dataset(np.zeros((100, 8, 8), np.uint8), y, 100, None, weights))
+    )
+    assert np.allclose(sample_weights.numpy(), weights[labels.numpy().astype(int)])

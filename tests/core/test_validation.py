@@ -30,7 +30,9 @@ from pneumo.validation import ParamsError
         (["train.weights=/no/such/file.h5", "train.backbone=densenet121"], "existing weights file"),
         (["train.weights=imagenet"], "must be none for the small_cnn backbone"),
         (["data.image_size=32", "train.filters=[8, 8, 8, 8, 8, 8]"], "must be at least 64"),
-        (["data.augment.online=true", "data.square=pad"], "data.augment.online draws crops"),
+        (["data.augment.widen=0.5"], "data.augment.widen must be between 1 and 4"),
+        (["train.class_weight=inverse"], "train.class_weight must be one of none, balanced"),
+        (["train.class_weight=balanced"], "data.balance and train.class_weight both correct"),
     ],
 )
 def test_wrong_values_are_refused_naming_key_and_allowed_values(pairs: list[str], message: str):

@@ -15,7 +15,7 @@ from conftest import run_cli
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from pneumo.config import Settings, workdir
+from pneumo.config import Settings, load_params, workdir
 from pneumo.contract import CHAMPION, GATE_ARTIFACT, GRAPH_TAG, INT8_ARTIFACT, ONNX_ARTIFACT, PREVIOUS, Recipe
 from pneumo.datasets import SOURCES_FILE
 from pneumo.flows.training_flow import training
@@ -26,7 +26,7 @@ from pneumo.synth import generate
 from pneumo.tasks.ingest import SourceError
 from pneumo.tasks.monitor import retraining_parameters
 from pneumo.tasks.registry import ChampionMoved, RegistryError, history, promote, rollback
-from pneumo.tasks.train import model_requirements
+from pneumo.tasks.train import champion_start, model_requirements
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     assert len(history_) >= 1 and history_[0].step == 1
     assert run.data.params["train.backbone"] == "small_cnn"
     assert run.data.tags["data_version"] == first["data_version"]
-    assert len(run.data.tags["git_commit"]) >= 7
+    assert len(run.data.tags["git_commit"]) >= 7 and run.data.tags["started_from"] == "from scratch"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first["run_id"], "plots")}
     assert artifacts == {"plots/learning_curves.png", "plots/roc.png", "plots/confusion_matrix.png"}
     # The int8 graph is exported, checked against the float model, and served only if it passed.
@@ -87,9 +87,19 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     ), progress
     assert all(value == 100 for value in progress.values()), progress
 
-    # A candidate below an absolute minimum is refused, and nothing moves.
-    second = training(source=source, profile="test", overrides={"gate": {"min_test_auc": 1.01}})
+    # A candidate below an absolute minimum is refused, and nothing moves. It started from the
+    # champion's weights (same recipe) and trained only the warm start's epochs.
+    warm = {"gate": {"min_test_auc": 1.01}, "train": {"warm_start_epochs": 1}}
+    second = training(source=source, profile="test", overrides=warm)
     assert second["promoted"] is False
+    warm_run = mlflow.MlflowClient().get_run(second["run_id"])
+    assert warm_run.data.tags["started_from"] == f"from champion v{first['version']}'s weights"
+    assert len(mlflow.MlflowClient().get_metric_history(second["run_id"], "val_auc")) == 1
+    other = load_params("test", {"train": {"warm_start_epochs": 1, "filters": [8, 8]}})
+    assert champion_start(other, 64) == (
+        None,
+        f"from scratch: champion v{first['version']}'s network is not this recipe's",
+    )
     assert any("below the minimum" in reason for reason in second["reasons"])
     assert str(alias_version(MODEL, CHAMPION).version) == first["version"]
     refused = mlflow.MlflowClient().get_model_version(MODEL, second["version"])

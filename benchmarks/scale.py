@@ -1,0 +1,176 @@
+"""Cost per 1,000 images of each step as the data set grows: 2,000, 20,000, 100,000 images.
+
+Runs the real steps on synthetic NIH-layout sets (``pneumo data synth``, 256 px) against a real
+stack this script starts (its own state folder and ports): push and ingest (S3 behind a proxy that
+adds ``--latency-ms`` to every request, one object at a time and with the transfer pool, side by
+side), DVC versioning of the snapshot, preprocessing, and one training epoch of the ``test`` recipe.
+Every step runs in a process of its own, so its peak memory (max RSS) is its own. Prints one table:
+seconds, seconds per 1,000 images and peak memory of each step at each size, and the
+extrapolation to NIH ChestX-ray14's 112,120 images. Numbers only, no assertions.
+
+    python benchmarks/scale.py --sizes 2000,20000              # ~15 min
+    python benchmarks/scale.py --sizes 2000,20000,100000       # by hand: about 2 hours
+
+Generated sets are kept in ``--work`` (default ``.pneumo/bench-scale``) and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+NIH_IMAGES = 112_120
+PORTS = {"PNEUMO_S3_PORT": 48333, "PNEUMO_MLFLOW_PORT": 45000, "PNEUMO_PREFECT_PORT": 44200}
+STEPS = ("push_serial", "push", "ingest_serial", "ingest", "dvc", "preprocess", "train_epoch")
+
+
+def bench_env(work: Path) -> dict[str, str]:
+    """The environment of this benchmark's stack and steps (nothing shared with a running stack)."""
+    own = {
+        "PNEUMO_STATE_DIR": str(work / "state"),
+        "PNEUMO_WORKDIR": str(work / "project"),
+        "PNEUMO_DB": "sqlite",
+    }
+    return {**os.environ, **own, "TF_CPP_MIN_LOG_LEVEL": "2", **{k: str(v) for k, v in PORTS.items()}}
+
+
+def run_step(step: str, n: int, work: Path, env: dict[str, str]) -> dict[str, float]:
+    """One step in a child process: its wall seconds and peak RSS (GB), from the child's own usage."""
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, __file__, "step", step, str(n), str(work)], env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"step {step} at {n} images failed (exit {process.returncode})")
+    return {"seconds": time.monotonic() - started, "peak_gb": usage.ru_maxrss / 1024**2}
+
+
+def step(name: str, n: int, work: Path) -> None:
+    """Run one step (in a child process of :func:`main`)."""
+    from pneumo.config import apply_client_env, load_params
+
+    settings = apply_client_env()
+    data, uri = work / "sets" / f"nih-{n}", f"s3://{settings.raw_bucket}/scale-{n}"
+    if name.startswith("push"):
+        from pneumo.storage import s3_client, sync_dir
+
+        client = s3_client(settings)
+        bucket = settings.raw_bucket
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"scale-{n}/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        sync_dir(client, data, uri)
+    elif name.startswith("ingest"):
+        from pneumo.config import state_dir, workdir
+        from pneumo.tasks.ingest import ingest
+
+        shutil.rmtree(state_dir() / "cache" / "objects", ignore_errors=True)
+        shutil.rmtree(workdir() / "data" / "raw", ignore_errors=True)
+        print(ingest.fn(uri))
+    elif name == "dvc":
+        from pneumo.versioning import version_folder
+
+        version_folder(str(snapshot(work, n)))
+    elif name == "preprocess":
+        from pneumo.config import state_dir
+        from pneumo.processed import build_processed
+
+        shutil.rmtree(state_dir() / "cache" / "prepared", ignore_errors=True)
+        out = work / "processed" / str(n)
+        shutil.rmtree(out, ignore_errors=True)
+        build_processed(str(snapshot(work, n)), load_params("test"), out=str(out))
+    elif name == "train_epoch":
+        from pneumo.network import build_network, training_data
+
+        params = load_params("test", {"train": {"epochs": 1}})
+        dataset, _ = training_data(str(work / "processed" / str(n)), params)
+        build_network(params["data"]["image_size"], params["train"]).fit(dataset, epochs=1, verbose=0)
+
+
+def snapshot(work: Path, n: int) -> Path:
+    """The raw snapshot the last ingest of ``n`` images made."""
+    found = sorted((work / "project" / "data" / "raw").glob(f"pneumo-raw-scale-{n}-*"))
+    if not found:
+        raise SystemExit(f"no snapshot of {n} images: run the ingest step first")
+    return found[-1]
+
+
+def per_image_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
+    """The README's table: seconds, s per 1,000 images and peak GB of each step at each size."""
+    sizes = sorted(results)
+    head = (
+        "| step | " + " | ".join(f"{n:,} images: s (s/1k, GB)" for n in sizes) + " | 112,120 (extrapolated) |"
+    )
+    lines = [head, "|---|" + "---|" * (len(sizes) + 1)]
+    for name in STEPS:
+        cells = []
+        for n in sizes:
+            r = results[n][name]
+            cells.append(f"{r['seconds']:.1f} ({1000 * r['seconds'] / n:.2f}, {r['peak_gb']:.2f})")
+        largest = sizes[-1]
+        minutes = results[largest][name]["seconds"] / largest * NIH_IMAGES / 60
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.0f} min |")
+    return "\n".join(lines)
+
+
+def main(
+    sizes: Annotated[str, typer.Option(help="comma-separated numbers of images")] = "2000,20000",
+    latency_ms: Annotated[float, typer.Option(help="delay added to every S3 request")] = 20.0,
+    work: Annotated[Path, typer.Option(help="where sets, stack and outputs go")] = ROOT
+    / ".pneumo"
+    / "bench-scale",
+) -> None:
+    """Print each step's cost per 1,000 images and peak memory at each size."""
+    from latency_proxy import LatencyProxy  # the sibling module: benchmarks run as scripts
+
+    from pneumo.synth import generate
+
+    work = work.resolve()
+    env = bench_env(work)
+    os.environ.update(env)
+    from pneumo import stack
+    from pneumo.config import Settings
+
+    settings = Settings.from_env()
+    (work / "project").mkdir(parents=True, exist_ok=True)
+    started = stack.up(settings)
+    results: dict[int, dict[str, dict[str, float]]] = {}
+    try:
+        with LatencyProxy(settings.s3_port, latency_ms / 1000) as proxy:
+            far = {**env, "PNEUMO_S3_ENDPOINT": f"http://127.0.0.1:{proxy.port}"}
+            for n in [int(part) for part in sizes.split(",")]:
+                folder = work / "sets" / f"nih-{n}"
+                if not (folder / "Data_Entry_2017.csv").exists():
+                    generate(folder, n=n, seed=n, size=256)
+                results[n] = {}
+                for name in STEPS:
+                    step_env = far if name.startswith(("push", "ingest")) else env
+                    if name.endswith("_serial"):
+                        step_env = {**step_env, "PNEUMO_S3_CONCURRENCY": "1"}
+                    results[n][name] = run_step(name, n, work, step_env)
+                    r = results[n][name]
+                    print(f"{n} images, {name}: {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB", flush=True)
+    finally:
+        stack.down(settings, only=started)
+    print(f"\nS3 requests delayed by {latency_ms:.0f} ms (serial: PNEUMO_S3_CONCURRENCY=1; otherwise 16)\n")
+    print(per_image_table(results))
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["step"]:  # a child process of main: one step
+        step(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        typer.run(main)
