@@ -45,62 +45,71 @@ def bench_env(work: Path) -> dict[str, str]:
 
 
 def run_step(step: str, n: int, work: Path, env: dict[str, str]) -> dict[str, float]:
-    """One step in a child process: its wall seconds and peak RSS (GB), from the child's own usage."""
+    """One step in a child process: the seconds of its work, its peak RSS (GB) and the cores the
+    work kept busy (CPU seconds over seconds)."""
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, __file__, "step", step, str(n), str(work)], env=env)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise SystemExit(f"step {step} at {n} images failed (exit {process.returncode})")
-    return {"seconds": time.monotonic() - started, "peak_gb": usage.ru_maxrss / 1024**2}
+    done = json.loads((work / "step.json").read_text())  # the work itself, without imports and setup
+    return {"seconds": done["seconds"], "process_seconds": time.monotonic() - started,
+            "peak_gb": usage.ru_maxrss / 1024**2, "cores": done["cpu"] / done["seconds"]}  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (DVC runs as one)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def step(name: str, n: int, work: Path) -> None:
-    """Run one step (in a child process of :func:`main`)."""
-    from pneumo.config import apply_client_env, load_params
+    """Run one step (in a child process of :func:`main`); writes the work's own seconds and CPU
+    seconds, imports and setup left out, to ``work/step.json``."""
+    from pneumo.config import apply_client_env, load_params, state_dir, workdir
+    from pneumo.processed import build_processed
+    from pneumo.storage import s3_client, sync_dir
+    from pneumo.tasks.ingest import ingest
+    from pneumo.versioning import version_folder
 
     settings = apply_client_env()
     data, uri = work / "sets" / f"nih-{n}", f"s3://{settings.raw_bucket}/scale-{n}"
-    if name.startswith("push"):
-        from pneumo.storage import s3_client, sync_dir
-
-        client = s3_client(settings)
-        bucket = settings.raw_bucket
+    client, bucket = s3_client(settings), settings.raw_bucket
+    if name.startswith("push"):  # from an empty prefix: every file is uploaded
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"scale-{n}/"):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
+            if keys := [{"Key": o["Key"]} for o in page.get("Contents", [])]:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-        sync_dir(client, data, uri)
-    elif name.startswith("ingest"):
-        from pneumo.config import state_dir, workdir
-        from pneumo.tasks.ingest import ingest
-
+    elif name.startswith("ingest"):  # with an empty cache: every object is downloaded
         shutil.rmtree(state_dir() / "cache" / "objects", ignore_errors=True)
         shutil.rmtree(workdir() / "data" / "raw", ignore_errors=True)
-        print(ingest.fn(uri))
+    elif name == "preprocess":  # with an empty cache of prepared images: every film is decoded
+        shutil.rmtree(state_dir() / "cache" / "prepared", ignore_errors=True)
+        shutil.rmtree(work / "processed" / str(n), ignore_errors=True)
+    elif name == "train_epoch":  # TensorFlow only here: the other steps' peak memory is their own
+        from pneumo.network import build_network, training_data
+    started, cpu = time.monotonic(), _cpu_seconds()
+    if name.startswith("push"):
+        sync_dir(client, data, uri)
+    elif name.startswith("ingest"):
+        ingest.fn(uri)
     elif name == "dvc":
-        from pneumo.versioning import version_folder
-
         version_folder(str(snapshot(work, n)))
     elif name == "preprocess":
-        from pneumo.config import state_dir
-        from pneumo.processed import build_processed
-
-        shutil.rmtree(state_dir() / "cache" / "prepared", ignore_errors=True)
-        out = work / "processed" / str(n)
-        shutil.rmtree(out, ignore_errors=True)
-        build_processed(str(snapshot(work, n)), load_params("test"), out=str(out))
+        build_processed(str(snapshot(work, n)), load_params("test"), out=str(work / "processed" / str(n)))
     elif name == "train_epoch":
-        from pneumo.network import build_network, training_data
-
         params = load_params("test", {"train": {"epochs": 1}})
         dataset, _ = training_data(str(work / "processed" / str(n)), params)
         build_network(params["data"]["image_size"], params["train"]).fit(dataset, epochs=1, verbose=0)
+    seconds = time.monotonic() - started
+    (work / "step.json").write_text(json.dumps({"seconds": seconds, "cpu": _cpu_seconds() - cpu}))
 
 
 def snapshot(work: Path, n: int) -> Path:
     """The raw snapshot the last ingest of ``n`` images made."""
-    found = sorted((work / "project" / "data" / "raw").glob(f"pneumo-raw-scale-{n}-*"))
+    found = sorted(
+        p for p in (work / "project" / "data" / "raw").glob(f"pneumo-raw-scale-{n}-*") if p.is_dir()
+    )
     if not found:
         raise SystemExit(f"no snapshot of {n} images: run the ingest step first")
     return found[-1]
@@ -117,7 +126,9 @@ def per_image_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
         cells = []
         for n in sizes:
             r = results[n][name]
-            cells.append(f"{r['seconds']:.1f} ({1000 * r['seconds'] / n:.2f}, {r['peak_gb']:.2f})")
+            cells.append(
+                f"{r['seconds']:.1f} ({1000 * r['seconds'] / n:.2f}, {r['peak_gb']:.2f}, {r['cores']:.1f})"
+            )
         largest = sizes[-1]
         minutes = results[largest][name]["seconds"] / largest * NIH_IMAGES / 60
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.0f} min |")
@@ -160,7 +171,8 @@ def main(
                         step_env = {**step_env, "PNEUMO_S3_CONCURRENCY": "1"}
                     results[n][name] = run_step(name, n, work, step_env)
                     r = results[n][name]
-                    print(f"{n} images, {name}: {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB", flush=True)
+                    print(f"{n} images, {name}: {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB, "
+                          f"{r['cores']:.1f} cores", flush=True)  # fmt: skip
     finally:
         stack.down(settings, only=started)
     print(f"\nS3 requests delayed by {latency_ms:.0f} ms (serial: PNEUMO_S3_CONCURRENCY=1; otherwise 16)\n")
