@@ -122,7 +122,7 @@ def per_image_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
         "| step | " + " | ".join(f"{n:,} images: s (s/1k, GB)" for n in sizes) + " | 112,120 (extrapolated) |"
     )
     lines = [head, "|---|" + "---|" * (len(sizes) + 1)]
-    for name in STEPS:
+    for name in [step for step in STEPS if all(step in results[n] for n in sizes)]:
         cells = []
         for n in sizes:
             r = results[n][name]
@@ -138,6 +138,7 @@ def per_image_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
 def main(
     sizes: Annotated[str, typer.Option(help="comma-separated numbers of images")] = "2000,20000",
     latency_ms: Annotated[float, typer.Option(help="delay added to every S3 request")] = 20.0,
+    steps: Annotated[str, typer.Option(help="comma-separated steps to run")] = ",".join(STEPS),
     work: Annotated[Path, typer.Option(help="where sets, stack and outputs go")] = ROOT
     / ".pneumo"
     / "bench-scale",
@@ -165,7 +166,7 @@ def main(
                 if not (folder / "Data_Entry_2017.csv").exists():
                     generate(folder, n=n, seed=n, size=256)
                 results[n] = {}
-                for name in STEPS:
+                for name in [part for part in STEPS if part in steps.split(",")]:
                     step_env = far if name.startswith(("push", "ingest")) else env
                     if name.endswith("_serial"):
                         step_env = {**step_env, "PNEUMO_S3_CONCURRENCY": "1"}

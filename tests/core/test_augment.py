@@ -41,13 +41,14 @@ def test_random_views_are_square_varied_and_repeatable():
     assert np.array_equal(again, views[3])
 
 
+def spread(view: np.ndarray) -> int:
+    """On a left-to-right ramp, the columns' spread: how much of the width a view shows."""
+    return int(view[:, -1].mean()) - int(view[:, 0].mean())
+
+
 def test_squeeze_shows_more_of_the_width_than_the_centre_crop():
     ctx = context(_wide(), 64, squeeze=2.0)  # left-to-right ramp: the columns' spread is the field of view
     plain = NO_AUGMENTATION
-
-    def spread(view: np.ndarray) -> int:
-        return int(view[:, -1].mean()) - int(view[:, 0].mean())
-
     centre = spread(random_view(ctx, 32, np.random.default_rng(0), plain))
     ratios = [spread(random_view(ctx, 32, np.random.default_rng(s), {**plain, "squeeze": 2.0})) / centre
               for s in range(20)]  # fmt: skip
@@ -66,10 +67,6 @@ def test_widen_shows_less_of_the_width_as_a_squashed_film_widened_back():
     square_film = _wide(200, 200)  # a film already squashed to a square, as many exports are
     ctx = context(square_film, 64, squeeze=1.6, square_mode="stretch")
     plain = NO_AUGMENTATION
-
-    def spread(view: np.ndarray) -> int:
-        return int(view[:, -1].mean()) - int(view[:, 0].mean())
-
     whole = spread(random_view(ctx, 32, np.random.default_rng(0), plain))
     ratios = [spread(random_view(ctx, 32, np.random.default_rng(s), {**plain, "widen": 1.6})) / whole
               for s in range(20)]  # fmt: skip
