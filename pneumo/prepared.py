@@ -66,8 +66,8 @@ def _workers() -> int:
 
 def _prepare_all(
     paths: Sequence[str], folder: Path, make: Callable[[Image.Image], np.ndarray], what: str
-) -> tuple[list[np.ndarray | None], int]:
-    """Each file's array (None where unreadable, said once per file) and how many were made now."""
+) -> list[np.ndarray | None]:
+    """Each file's array (None where unreadable, said once per file); progress every 1,000 files."""
 
     def one(path: str) -> tuple[np.ndarray | None, bool]:
         try:
@@ -83,7 +83,7 @@ def _prepare_all(
             made += new
             if position % 1000 == 0 or position == len(paths):
                 print(f"{what}: {position}/{len(paths)} images ({made} decoded, the rest cached)")
-    return arrays, made
+    return arrays
 
 
 def prepared_images(paths: Sequence[str], size: int, square: str) -> tuple[np.ndarray, list[int]]:
@@ -100,7 +100,7 @@ def prepared_images(paths: Sequence[str], size: int, square: str) -> tuple[np.nd
         return prepare(image, size, square)
 
     folder = cache_folder({"kind": "prepared", "size": size, "square": square})
-    arrays, _ = _prepare_all([str(p) for p in paths], folder, make, "prepare")
+    arrays = _prepare_all([str(p) for p in paths], folder, make, "prepare")
     unreadable = [position for position, array in enumerate(arrays) if array is None]
     kept = [array for array in arrays if array is not None]
     return (np.stack(kept) if kept else np.zeros((0, size, size), np.uint8)), unreadable
@@ -115,7 +115,7 @@ def context_images(
         ImageError: a file cannot be read (callers pass files :func:`prepared_images` read).
     """
     folder = cache_folder({"kind": "context", "side": side, "squeeze": squeeze, "square": square_mode})
-    arrays, _ = _prepare_all(
+    arrays = _prepare_all(
         [str(p) for p in paths], folder, lambda image: context(image, side, squeeze, square_mode), "context"
     )
     if any(array is None for array in arrays):

@@ -110,12 +110,12 @@ def evaluate(
     }
     for name, (low, high) in intervals.items():
         results[f"test_{name}_ci_low"], results[f"test_{name}_ci_high"] = low, high
-    for name, value in spread.items():  # the operating point on the test split at both ends
-        results[name] = value
-        if name != "threshold_sd":
-            at = binary_metrics(y_test, p_test, value)
-            results[f"test_sensitivity_at_{name}"] = at["sensitivity"]
-            results[f"test_specificity_at_{name}"] = at["specificity"]
+    results.update(spread)
+    for end in ("threshold_ci_low", "threshold_ci_high"):  # the test split at both ends
+        if end in spread:
+            at = binary_metrics(y_test, p_test, spread[end])
+            results[f"test_sensitivity_at_{end}"] = at["sensitivity"]
+            results[f"test_specificity_at_{end}"] = at["specificity"]
     images = {"original": x_test, **test_copies(processed, params["data"])}
     float_scores = {name: p_test if name == "original" else predict(model, x) for name, x in images.items()}
     for name, p in float_scores.items():

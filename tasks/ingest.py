@@ -143,9 +143,9 @@ def _materialise(entries: list[Entry], folders: list[str], target: Path, progres
     staging = target.parent / f".incoming-{target.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
+        located = [(entry, _cache_path(entry.obj.get("ETag", ""), entry.key)) for entry in entries]
         missing = {}  # cache path -> entry: an object listed twice (same ETag) is fetched once
-        for entry in entries:
-            cached = _cache_path(entry.obj.get("ETag", ""), entry.key)
+        for entry, cached in located:
             if not cached.exists():
                 missing.setdefault(cached, entry)
 
@@ -158,8 +158,7 @@ def _materialise(entries: list[Entry], folders: list[str], target: Path, progres
                 progress.update(cached_count + done, len(entries))
             if done % 1000 == 0 or done == len(missing):
                 print(f"ingest: {done}/{len(missing)} objects downloaded ({cached_count} cached)")
-        for entry in entries:
-            cached = _cache_path(entry.obj.get("ETag", ""), entry.key)
+        for entry, cached in located:
             local = staging / entry.path
             local.parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -69,6 +69,16 @@ def test_training_flow_promotes_then_gate_refuses(stack: Settings, source: str):
     assert metrics["int8_served"] == float(passed)
     assert tags[GRAPH_TAG] == (INT8_ARTIFACT if passed else ONNX_ARTIFACT)
     assert "## Serving\nThe int8 graph decided as the float model on" in champion.description
+    # The threshold, chosen on the validation split, with its spread over those patients in the card.
+    assert (
+        "Chosen on other patients of the validation split, the threshold would lie in" in champion.description
+    )
+    assert (
+        0
+        <= first["test_sensitivity_at_threshold_ci_high"]
+        <= first["test_sensitivity_at_threshold_ci_low"]
+        <= 1
+    )
     # The model's requirements: pinned to the versions that trained it (none inferred: that cost ~7 s).
     requirements = Path(mlflow.pyfunc.get_model_dependencies(first["model_uri"])).read_text().split()
     assert requirements == model_requirements() and any(r.startswith("tensorflow") for r in requirements)
