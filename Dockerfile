@@ -33,8 +33,12 @@ RUN useradd --create-home --uid 10001 pneumo \
 
 WORKDIR /app
 COPY requirements.txt constraints.txt ./
-# Only what runs (requirements.txt): no test or lint tools in the image.
+# Only what runs (requirements.txt): no test or lint tools in the image. TENSORFLOW picks the build:
+# CPU by default; the GPU training work pool (deploy/kubernetes/gpu-work-pool.json) runs
+#   docker build --build-arg TENSORFLOW='tensorflow[and-cuda]' -t pneumo:gpu .
+ARG TENSORFLOW=tensorflow-cpu
 RUN python3 -m venv /opt/venv \
+    && sed -i "s/^tensorflow-cpu==/${TENSORFLOW}==/" requirements.txt \
     && pip install -r requirements.txt -c constraints.txt
 
 # The package is installed from /src, which then goes: a pneumo/ folder in the working directory

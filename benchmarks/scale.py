@@ -31,7 +31,8 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 NIH_IMAGES = 112_120
 PORTS = {"PNEUMO_S3_PORT": 48333, "PNEUMO_MLFLOW_PORT": 45000, "PNEUMO_PREFECT_PORT": 44200}
-STEPS = ("push_serial", "push", "ingest_serial", "ingest", "dvc", "preprocess", "train_epoch")
+STEPS = ("push_serial", "push", "ingest_serial", "ingest", "dvc", "preprocess", "train_epoch", "reference",
+         "monitoring")  # fmt: skip
 
 
 def bench_env(work: Path) -> dict[str, str]:
@@ -68,7 +69,7 @@ def step(name: str, n: int, work: Path) -> None:
     """Run one step (in a child process of :func:`main`); writes the work's own seconds and CPU
     seconds, imports and setup left out, to ``work/step.json``."""
     from pneumo.config import apply_client_env, load_params, state_dir, workdir
-    from pneumo.processed import build_processed
+    from pneumo.flows.preprocess_flow import preprocess
     from pneumo.storage import s3_client, sync_dir
     from pneumo.tasks.ingest import ingest
     from pneumo.versioning import version_folder
@@ -86,8 +87,34 @@ def step(name: str, n: int, work: Path) -> None:
     elif name == "preprocess":  # with an empty cache of prepared images: every film is decoded
         shutil.rmtree(state_dir() / "cache" / "prepared", ignore_errors=True)
         shutil.rmtree(work / "processed" / str(n), ignore_errors=True)
-    elif name == "train_epoch":  # TensorFlow only here: the other steps' peak memory is their own
+    elif name in ("train_epoch", "reference"):  # TensorFlow only here: the others' memory is their own
+        import keras
+
+        from pneumo.images import model_input
         from pneumo.network import build_network, training_data
+        from pneumo.processed import split_rows
+        from pneumo.tasks.reference import reference_table
+    elif name == "monitoring":  # n production records in the window (written before the clock starts)
+        import importlib.util
+        from datetime import UTC, datetime, timedelta
+
+        import numpy as np
+
+        from pneumo.tasks.monitor import load_production, run_report
+
+        spec = importlib.util.spec_from_file_location(
+            "monitoring_benchmark", Path(__file__).with_name("monitoring.py")
+        )
+        sibling = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sibling)  # the sibling benchmark writes the records
+        write_records = sibling.write_records
+
+        records = work / f"records-{n}.db"
+        if not records.exists():
+            write_records(f"sqlite:///{records}.part", n, np.random.default_rng(n))
+            os.replace(f"{records}.part", records)
+    params = load_params("test", {"train": {"epochs": 1}})
+    processed, model_file = str(work / "processed" / str(n)), work / f"model-{n}.keras"
     started, cpu = time.monotonic(), _cpu_seconds()
     if name.startswith("push"):
         sync_dir(client, data, uri)
@@ -96,11 +123,30 @@ def step(name: str, n: int, work: Path) -> None:
     elif name == "dvc":
         version_folder(str(snapshot(work, n)))
     elif name == "preprocess":
-        build_processed(str(snapshot(work, n)), load_params("test"), out=str(work / "processed" / str(n)))
+        preprocess(str(snapshot(work, n)), params, out=processed)
     elif name == "train_epoch":
-        params = load_params("test", {"train": {"epochs": 1}})
-        dataset, _ = training_data(str(work / "processed" / str(n)), params)
-        build_network(params["data"]["image_size"], params["train"]).fit(dataset, epochs=1, verbose=0)
+        dataset, _ = training_data(processed, params)
+        model = build_network(params["data"]["image_size"], params["train"])
+        model.fit(dataset, epochs=1, verbose=0)
+        model.save(model_file)
+    elif name == "reference":
+        from pneumo.monitoring.features import with_embedding
+
+        embed = with_embedding(keras.models.load_model(model_file))
+        train = split_rows(processed, "train")
+        train = train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)
+        table, _ = reference_table(
+            train["path"], params["data"]["image_size"], params["data"]["square"],
+            lambda x: embed.predict(model_input(x), batch_size=32, verbose=0),
+        )  # fmt: skip
+        table.to_csv(work / f"reference-{n}.csv", index=False)
+    elif name == "monitoring":
+        now, limit = datetime.now(UTC), params["monitoring"]["max_records"]
+        scratch = work / "monitoring"
+        scratch.mkdir(exist_ok=True)
+        window = (now - timedelta(days=8), now + timedelta(days=1))
+        current = load_production.fn(f"sqlite:///{records}", *window, str(scratch), "bench", "1", limit)
+        run_report.fn(str(work / f"reference-{n}.csv"), current["path"], str(scratch), 0.3)
     seconds = time.monotonic() - started
     (work / "step.json").write_text(json.dumps({"seconds": seconds, "cpu": _cpu_seconds() - cpu}))
 

@@ -71,13 +71,14 @@ def monitoring(
         reference = load_reference(name, alias, workdir)
         version, recipe = reference["version"], reference["recipe"]
         url = records_url or Settings.from_env().records_url
-        production = load_production(url, start, end, workdir, name, version)
+        production = load_production(url, start, end, workdir, name, version, config["max_records"])
         window = [start.isoformat(), end.isoformat()]
         summary: dict[str, Any] = {"model_name": name, "reference_version": version, "window": window}
         summary.update(records=production["records"], positive_rate=production["positive_rate"])
+        summary["compared_records"] = production["sampled"]
         summary["drift_threshold"] = config["drift_threshold"]
         summary["performance"] = measure_performance(
-            production["path"], reference["metrics"], config, reference["sites"]
+            production["labelled_path"], reference["metrics"], config, reference["sites"]
         )
         html = None
         enough = production["records"] >= config["min_samples"]

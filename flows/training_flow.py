@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 
 from pneumo.config import DEFAULT_PROFILE, DEMO_PROFILE, DEMO_SOURCE, Settings, load_params, workdir
 from pneumo.contract import CHAMPION, INT8_ARTIFACT, TRIGGERS, Recipe
+from pneumo.flows.preprocess_flow import preprocess
 from pneumo.models import alias_version
 from pneumo.orchestration import training_slot
 from pneumo.services import SERVICE_TASK, ServiceUnavailable, http_ok, until_reachable
@@ -27,7 +28,6 @@ from pneumo.tasks.evaluate import evaluate
 from pneumo.tasks.gate import compare_with_champion, decide
 from pneumo.tasks.gate_report import publish_gate
 from pneumo.tasks.ingest import SourceError, ingest, version_data
-from pneumo.tasks.preprocess import preprocess
 from pneumo.tasks.reference import build_reference
 from pneumo.tasks.registry import ChampionMoved, promote, record_gate, register, repair_registry
 from pneumo.tasks.threshold import cross_validated_threshold

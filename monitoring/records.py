@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -153,17 +156,9 @@ def current_revision(connection: Any) -> str | None:
 _LOCK_KEY = 0x706E65756D6F  # "pneumo": the advisory lock the upgrade holds
 
 
-def read_records(
-    url: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    model_name: str | None = None,
-    model_version: str | None = None,
-) -> list[dict]:
-    """Recorded predictions in ``[since, until)``, oldest first, optionally of one model version.
-
-    Each row carries ``confirmed_label``: the newest label a clinician confirmed for it, or None.
-    """
+def _window_query(
+    since: datetime | None, until: datetime | None, model_name: str | None, model_version: str | None
+) -> Select:
     latest = _newest_labels().subquery()
     query = (
         select(predictions, latest.c.label.label("confirmed_label"))
@@ -178,15 +173,73 @@ def read_records(
         query = query.where(predictions.c.created_at >= since)
     if until is not None:
         query = query.where(predictions.c.created_at < until)
+    return query
+
+
+def _stream(url: str, query: Select) -> Iterator[dict]:
+    """The rows of ``query``, fetched 10,000 at a time (a server-side cursor where the database has one)."""
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            rows = [dict(row._mapping) for row in connection.execute(query)]
+            for row in connection.execution_options(yield_per=10_000).execute(query):
+                record = dict(row._mapping)
+                record["created_at"] = _utc(record["created_at"])  # everything is stored in UTC
+                yield record
     finally:
         engine.dispose()
-    for row in rows:  # everything is stored in UTC
-        row["created_at"] = _utc(row["created_at"])
-    return rows
+
+
+def read_records(
+    url: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> list[dict]:
+    """Recorded predictions in ``[since, until)``, oldest first, optionally of one model version.
+
+    Each row carries ``confirmed_label``: the newest label a clinician confirmed for it, or None.
+    """
+    return list(_stream(url, _window_query(since, until, model_name, model_version)))
+
+
+@dataclass
+class WindowSample:
+    """A window's records, bounded: a uniform sample of every record and of the labelled ones (at
+    most ``limit`` each, oldest first), and the counts over all of them."""
+
+    rows: list[dict] = field(default_factory=list)
+    labelled_rows: list[dict] = field(default_factory=list)
+    records: int = 0
+    positives: int = 0
+    labelled: int = 0
+
+
+def sample_window(
+    url: str, since: datetime, until: datetime, model_name: str, model_version: str, limit: int, seed: int = 0
+) -> WindowSample:
+    """Stream the window's records once, keeping uniform samples of at most ``limit`` records and
+    ``limit`` labelled records (reservoir sampling, seeded): memory stays bounded however many
+    records the window holds, and the counts (records, answered PNEUMONIA, labelled) are exact."""
+    rng = np.random.default_rng(seed)
+    sample = WindowSample()
+
+    def keep(reservoir: list[dict], row: dict, seen: int) -> None:
+        if len(reservoir) < limit:
+            reservoir.append(row)
+        elif (slot := int(rng.integers(seen))) < limit:
+            reservoir[slot] = row
+
+    for row in _stream(url, _window_query(since, until, model_name, model_version)):
+        sample.records += 1
+        sample.positives += row["label"] == LABELS[1]
+        keep(sample.rows, row, sample.records)
+        if row["confirmed_label"] is not None:
+            sample.labelled += 1
+            keep(sample.labelled_rows, row, sample.labelled)
+    for reservoir in (sample.rows, sample.labelled_rows):
+        reservoir.sort(key=lambda row: row["created_at"])
+    return sample
 
 
 def _utc(moment: datetime) -> datetime:

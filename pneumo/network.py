@@ -8,7 +8,10 @@ system reach by name are the registry contract's (:mod:`pneumo.contract`).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pneumo.augment import random_view
 from pneumo.contract import EMBEDDING_LAYER, FEATURE_POOL, INPUT_LAYER, OUTPUT_LAYER
 from pneumo.images import model_input
-from pneumo.processed import load_contexts, load_split
+from pneumo.processed import iter_labels, iter_parts, read_contexts
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -163,22 +166,42 @@ def augmented_dataset(
     seed: int,
     weighting: str = "none",
 ) -> tuple[tf.data.Dataset, int]:
+    """Fresh random views of context images held in memory: :func:`views_dataset` of one part."""
+    return views_dataset([lambda: (contexts, y)], [y], size, batch, data, seed, weighting)
+
+
+def views_dataset(
+    parts: Sequence[Callable[[], tuple[list[np.ndarray], np.ndarray]]],
+    labels: Sequence[np.ndarray],
+    size: int,
+    batch: int,
+    data: dict[str, Any],
+    seed: int,
+    weighting: str = "none",
+) -> tuple[tf.data.Dataset, int]:
     """Fresh random views of the context images every epoch, each with its class's loss weight
     (:func:`class_weights` of ``weighting``), balanced by repeats of the minority with ``data.balance``.
+
+    Args:
+        parts: loaders of the context images and labels of each part, called one at a time, in a
+            new random order every epoch (only one part is in memory).
+        labels: each part's labels, to count the epoch and weigh the classes without loading pixels.
 
     Returns:
         The dataset and its number of examples per epoch.
     """
     rng = np.random.default_rng(seed)
     aug = data["augment"]
-    weights = class_weights(y, weighting)
+    weights = class_weights(np.concatenate(labels), weighting)
 
     def views():
-        for index in balanced_order(y, rng, data["balance"]):
-            view = random_view(contexts[index], size, rng, aug)[..., np.newaxis]
-            yield view, np.float32(y[index]), weights[y[index]]
+        for part in rng.permutation(len(parts)):
+            contexts, y = parts[part]()
+            for index in balanced_order(y, rng, data["balance"]):
+                view = random_view(contexts[index], size, rng, aug)[..., np.newaxis]
+                yield view, np.float32(y[index]), weights[y[index]]
 
-    per_epoch = len(balanced_order(y, np.random.default_rng(0), data["balance"]))
+    per_epoch = sum(len(balanced_order(y, np.random.default_rng(0), data["balance"])) for y in labels)
     signature = (tf.TensorSpec((size, size, 1), tf.uint8), tf.TensorSpec((), tf.float32),
                  tf.TensorSpec((), tf.float32))  # fmt: skip
     dataset = tf.data.Dataset.from_generator(views, output_signature=signature)
@@ -187,16 +210,52 @@ def augmented_dataset(
     return dataset.prefetch(2), per_epoch
 
 
+def parts_dataset(
+    processed: str, split: str, size: int, batch: int, seed: int | None, weighting: str | None = None
+) -> tuple[tf.data.Dataset, int]:
+    """Batches of the stored images of a split, streamed one part at a time (memory does not grow
+    with the data set): with ``seed``, parts in a new random order every epoch and rows shuffled
+    within each (every part is a random sample); without, in stored order. With ``weighting``, each
+    example carries its class's loss weight (:func:`class_weights`).
+
+    Returns:
+        The dataset and its number of examples.
+    """
+    labels = [y for _, y in iter_labels(processed, split)]
+    weights = None if weighting is None else class_weights(np.concatenate(labels), weighting)
+    epochs = itertools.count()
+
+    def batches():
+        rng = None if seed is None else np.random.default_rng([seed, next(epochs)])
+        order = None if rng is None else rng.permutation(len(labels))
+        for x, y in iter_parts(processed, split, order):
+            rows = np.arange(len(y)) if rng is None else rng.permutation(len(y))
+            for start in range(0, len(rows), batch):
+                pick = rows[start : start + batch]
+                chosen = (x[pick][..., np.newaxis], y[pick].astype(np.float32))
+                yield chosen if weights is None else (*chosen, weights[y[pick]])
+
+    signature = (tf.TensorSpec((None, size, size, 1), tf.uint8), tf.TensorSpec((None,), tf.float32))
+    if weights is not None:
+        signature = (*signature, tf.TensorSpec((None,), tf.float32))
+    count = sum(math.ceil(len(y) / batch) for y in labels)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+    dataset = dataset.map(lambda images, *rest: (tf.cast(images, tf.float32), *rest))
+    return dataset.prefetch(2), sum(len(y) for y in labels)
+
+
 def training_data(processed: str, params: dict[str, Any]) -> tuple[tf.data.Dataset, int]:
-    """The training split as a dataset (augmented online or the stored balanced arrays) and its size."""
+    """The training split, streamed part by part (augmented online, or the stored balanced images),
+    and its number of examples per epoch."""
     data, cfg = params["data"], params["train"]
     if data["augment"]["online"]:
-        contexts, y = load_contexts(processed)
-        return augmented_dataset(
-            contexts, y, data["image_size"], cfg["batch_size"], data, cfg["seed"], cfg["class_weight"]
-        )
-    x, y = load_split(processed, "train")
-    return make_dataset(x, y, cfg["batch_size"], cfg["seed"], class_weights(y, cfg["class_weight"])), len(y)
+        stored = list(iter_labels(processed, "train_context"))
+        loaders = [partial(read_contexts, path) for path, _ in stored]
+        return views_dataset(loaders, [y for _, y in stored], data["image_size"], cfg["batch_size"],
+                             data, cfg["seed"], cfg["class_weight"])  # fmt: skip
+    size, batch = data["image_size"], cfg["batch_size"]
+    return parts_dataset(processed, "train", size, batch, cfg["seed"], cfg["class_weight"])
 
 
 def patient_folds(

@@ -1,16 +1,25 @@
 """The processed-data format, and how a raw folder becomes one: label filter, patient-level split,
-resize, and class balance by augmentation.
+resize, and class balance by augmentation, in parts of :data:`PART_ROWS` images.
 
-Writes one ``.npz`` per split (``x``: uint8 ``(N, size, size)``, ``y``: int labels) plus
-``split.csv`` (every kept image and its split) and ``summary.json`` into the processed folder.
-With ``data.augment.online`` the training split is balanced while training instead, from fresh
-random views of its context images (``train_context.npz``, see :mod:`pneumo.augment`).
+A processed folder holds ``split.csv`` (every kept image, its split and its part), ``summary.json``
+and ``parts/``: for each part and split one ``<split>-<part>.npz`` (``x``: uint8 ``(n, size, size)``,
+``y``: int labels) and, with ``data.augment.online``, ``train_context-<part>.npz`` (the training
+images' context images, balanced while training instead, see :mod:`pneumo.augment`).
+
+Parts are what keeps memory flat as the data grows: each is prepared on its own (by
+:func:`write_part`, which the ``preprocess`` flow hands to a Prefect task runner, one task a part)
+and training streams them (:func:`iter_parts`). Rows are put into parts in an order fixed by a hash
+of the seed and each file's name, so every part is a random sample of the data set and a part's
+batches are as mixed as the whole's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +33,8 @@ from pneumo.datasets import DataError, read_labelled
 from pneumo.prepared import context_images, prepared_images
 
 SPLITS = ("train", "val", "test")
-FORMAT = 3  # of the processed folder: part of its cache key, so older folders are not reused
+FORMAT = 4  # of the processed folder: part of its cache key, so older folders are not reused
+PART_ROWS = 1000  # images of one part: 1,000 x 224 x 224 is 50 MB, plus its contexts
 
 
 def split_patients(table: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
@@ -65,27 +75,35 @@ def augment(image: np.ndarray, rng: np.random.Generator, params: dict[str, Any])
 
 
 def balance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, params: dict[str, Any]):
-    """Add augmented copies of the minority class until both classes are equally frequent."""
+    """Add augmented copies of the minority class until both classes are equally frequent (a set
+    with one class only is returned as it is: there is nothing to copy)."""
     counts = np.bincount(y, minlength=2)
     minority = int(np.argmin(counts))
     needed = int(counts.max() - counts.min())
-    if needed == 0:
+    if needed == 0 or counts.min() == 0:
         return x, y
     sources = rng.choice(np.flatnonzero(y == minority), size=needed, replace=True)
     extra = np.stack([augment(x[i], rng, params) for i in sources])
     return np.concatenate([x, extra]), np.concatenate([y, np.full(needed, minority, y.dtype)])
 
 
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` whole or not at all (a killed run leaves no half part behind)."""
+    partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}.part.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
 def save_contexts(path: Path, contexts: list[np.ndarray], y: np.ndarray) -> None:
     """Store context images of different shapes as one flat pixel array plus their shapes."""
     shapes = np.array([c.shape for c in contexts], np.int64).reshape(-1, 2)
     pixels = np.concatenate([c.ravel() for c in contexts]) if contexts else np.zeros(0, np.uint8)
-    np.savez(path, pixels=pixels, shapes=shapes, y=y)
+    _save(path, pixels=pixels, shapes=shapes, y=y)
 
 
-def load_contexts(processed: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """The training split's context images and labels (written with ``data.augment.online``)."""
-    with np.load(Path(processed) / "train_context.npz") as arrays:
+def read_contexts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """The context images and labels of one file written by :func:`save_contexts`."""
+    with np.load(path) as arrays:
         pixels, shapes, y = arrays["pixels"], arrays["shapes"], arrays["y"]
     ends = np.cumsum(shapes.prod(axis=1))
     starts = ends - shapes.prod(axis=1)
@@ -98,55 +116,159 @@ def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) 
     return workdir() / "data" / "processed" / f"{Path(raw_dir).name}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
+def plan_parts(raw_dir: str, params: dict[str, Any], data_version: str = "", out: str | None = None):
+    """The processed folder of a raw folder, and the rows of each part still to write.
+
+    Without ``out``, the folder is named after the data version and parameters, so a rerun with
+    both unchanged reuses it (the gate rebuilds a champion's folder from its restored data version
+    this way): then there are no parts to write.
+
+    Returns:
+        ``(folder, parts)``: ``parts`` is a list of tables (``path``, ``label``, ``patient_id``,
+        ``split``, ...), empty when the folder is complete.
+
+    Raises:
+        DataError: no labelled images, or too few patients for three splits.
+    """
+    data = params["data"]
+    folder = Path(out) if out else processed_dir(raw_dir, data, data_version)
+    if (folder / "summary.json").exists():
+        print(f"preprocess: reusing {folder}")
+        return str(folder), []
+    table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
+    table["split"] = split_patients(table, data["val_fraction"], data["test_fraction"], data["seed"])
+    root = Path(raw_dir)
+    order = [hashlib.sha256(f"{data['seed']}:{Path(p).relative_to(root).as_posix()}".encode()).hexdigest()
+             for p in table["path"]]  # fmt: skip
+    table = table.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+    (folder / "parts").mkdir(parents=True, exist_ok=True)
+    return str(folder), [table.iloc[i : i + PART_ROWS] for i in range(0, len(table), PART_ROWS)]
+
+
+def part_file(folder: str, split: str, part: int) -> Path:
+    """Where one part of one split (or ``train_context``) is stored."""
+    return Path(folder) / "parts" / f"{split}-{part:05d}.npz"
+
+
+def write_part(folder: str, part: int, rows: pd.DataFrame, data: dict[str, Any]) -> dict[str, Any]:
+    """Prepare one part's images (through the prepared-image cache) and write its splits.
+
+    Unreadable images are skipped and counted, not fatal. With ``data.balance`` the part's
+    training images are balanced by augmented copies (every part is a random sample, so the whole
+    is balanced too); with ``data.augment.online`` its context images are stored instead.
+
+    Returns:
+        ``part``, the table positions of the ``kept`` rows and the ``unreadable`` count.
+    """
+    images, unreadable = prepared_images(rows["path"], data["image_size"], data["square"])
+    kept = rows.drop(index=rows.index[unreadable])
+    rng = np.random.default_rng([data["seed"], part])
+    for split in SPLITS:
+        mask = (kept["split"] == split).to_numpy()
+        x, y = images[mask], kept.loc[mask, "label"].to_numpy(np.int64)
+        if split == "train" and data["augment"]["online"]:
+            side = context_side(data["image_size"], data["augment"])
+            paths = kept.loc[mask, "path"]
+            contexts = context_images(paths, side, data["augment"]["squeeze"], data["square"])
+            save_contexts(part_file(folder, "train_context", part), contexts, y)
+        elif split == "train" and data["balance"]:
+            x, y = balance(x, y, rng, data["augment"])
+        _save(part_file(folder, split, part), x=x, y=y)
+    return {"part": part, "kept": [int(i) for i in kept.index], "unreadable": len(unreadable)}
+
+
+def finish_parts(folder: str, parts: list[pd.DataFrame], written: list[dict[str, Any]], size: int) -> str:
+    """Write ``split.csv`` and ``summary.json`` once every part is written; returns the folder.
+
+    Raises:
+        DataError: none of the images could be read.
+    """
+    by_part = {result["part"]: result for result in written}
+    kept = [rows.loc[by_part[k]["kept"]].assign(part=k) for k, rows in enumerate(parts)]
+    table = pd.concat(kept) if kept else pd.DataFrame()
+    if table.empty:
+        raise DataError(f"none of the images for {folder} could be read")
+    unreadable = sum(result["unreadable"] for result in written)
+    summary: dict[str, Any] = {"images": len(table), "unreadable": unreadable, "parts": len(parts),
+                               "image_size": size, "splits": {}}  # fmt: skip
+    for split in SPLITS:
+        y = np.concatenate([labels for _, labels in iter_labels(folder, split)] or [np.zeros(0, np.int64)])
+        summary["splits"][split] = {"images": len(y), "positives": int(y.sum())}
+    table.to_csv(Path(folder) / "split.csv", index=False)
+    (Path(folder) / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"preprocess: {json.dumps(summary)}")
+    return folder
+
+
 def build_processed(
     raw_dir: str, params: dict[str, Any], data_version: str = "", out: str | None = None
 ) -> str:
-    """Build the train/val/test arrays of a raw folder; returns the processed folder.
+    """Build the train/val/test parts of a raw folder in this process; returns the processed folder.
 
-    Unreadable images are skipped and counted, not fatal. Without ``out``, the folder is named
-    after the data version and parameters, so a rerun with both unchanged reuses it (the gate
-    rebuilds a champion's folder from its restored data version this way).
+    The ``preprocess`` flow does the same with its parts spread over a task runner.
     """
-    data = params["data"]
-    out = Path(out) if out else processed_dir(raw_dir, data, data_version)
-    if (out / "summary.json").exists():
-        print(f"preprocess: reusing {out}")
-        return str(out)
-    table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
-    images, unreadable = prepared_images(table["path"], data["image_size"], data["square"])
-    table = table.drop(index=table.index[unreadable]).reset_index(drop=True)
-    if table.empty:
-        raise DataError(f"none of the images in {raw_dir} could be read")
-    table["split"] = split_patients(table, data["val_fraction"], data["test_fraction"], data["seed"])
-
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(data["seed"])
-    summary: dict[str, Any] = {"images": len(table), "unreadable": len(unreadable), "splits": {}}
-    for split in SPLITS:
-        mask = (table["split"] == split).to_numpy()
-        x, y = images[mask], table.loc[mask, "label"].to_numpy(np.int64)
-        if split == "train" and data["augment"]["online"]:
-            side = context_side(data["image_size"], data["augment"])
-            squeeze = data["augment"]["squeeze"]
-            contexts = context_images(table.loc[mask, "path"], side, squeeze, data["square"])
-            save_contexts(out / "train_context.npz", contexts, y)
-        elif split == "train" and data["balance"]:
-            x, y = balance(x, y, rng, data["augment"])
-        np.savez(out / f"{split}.npz", x=x, y=y)
-        summary["splits"][split] = {"images": len(y), "positives": int(y.sum())}
-    table.to_csv(out / "split.csv", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"preprocess: {json.dumps(summary)}")
-    return str(out)
+    folder, parts = plan_parts(raw_dir, params, data_version, out)
+    if not parts:
+        return folder
+    written = [write_part(folder, k, rows, params["data"]) for k, rows in enumerate(parts)]
+    return finish_parts(folder, parts, written, params["data"]["image_size"])
 
 
 def split_rows(processed: str, split: str) -> pd.DataFrame:
-    """The rows of ``split.csv`` (path, label, patient_id, ...) that belong to one split."""
+    """The rows of ``split.csv`` (path, label, patient_id, part, ...) that belong to one split, in
+    the order of :func:`load_split` (without the balancing copies, which have no row)."""
     table = pd.read_csv(Path(processed) / "split.csv")
     return table[table["split"] == split]
 
 
+def _files(processed: str, split: str) -> list[Path]:
+    return sorted((Path(processed) / "parts").glob(f"{split}-[0-9]*[0-9].npz"))
+
+
+def iter_labels(processed: str, split: str) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each part file of a split (or ``train_context``) with its labels, reading no pixels."""
+    for path in _files(processed, split):
+        with np.load(path) as arrays:
+            yield path, arrays["y"]
+
+
+def iter_parts(
+    processed: str, split: str, order: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(x, y)`` of each part of a split, one part in memory at a time, in ``order`` if given."""
+    files = _files(processed, split)
+    for index in order if order is not None else range(len(files)):
+        with np.load(files[index]) as arrays:
+            yield arrays["x"], arrays["y"]
+
+
 def load_split(processed: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ``x`` (uint8) and ``y`` arrays of one split of a processed folder."""
-    with np.load(Path(processed) / f"{split}.npz") as arrays:
-        return arrays["x"], arrays["y"]
+    """The whole ``x`` (uint8) and ``y`` of one split, for the consumers that need it at once
+    (evaluation, the threshold's folds); training streams :func:`iter_parts` instead."""
+    parts = list(iter_parts(processed, split))
+    if not parts:
+        size = json.loads((Path(processed) / "summary.json").read_text())["image_size"]
+        return np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64)
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def load_contexts(processed: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The training split's context images and labels (written with ``data.augment.online``)."""
+    contexts, labels = [], []
+    for path in _files(processed, "train_context"):
+        part, y = read_contexts(path)
+        contexts.extend(part)
+        labels.append(y)
+    return contexts, np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
+def sample_split(processed: str, split: str, count: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``count`` images of a split (in split order), one part in memory at a time."""
+    sizes = [len(y) for _, y in iter_labels(processed, split)]
+    chosen = np.sort(np.random.default_rng(seed).permutation(sum(sizes))[:count])
+    taken, start = [], 0
+    for (x, _), size in zip(iter_parts(processed, split), sizes, strict=True):
+        here = chosen[(chosen >= start) & (chosen < start + size)] - start
+        taken.append(x[here])
+        start += size
+    return np.concatenate(taken)

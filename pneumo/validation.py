@@ -57,6 +57,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "monitoring.window_days": (0.01, 366),
     "monitoring.min_samples": (2, None),
     "monitoring.reference_size": (10, None),
+    "monitoring.max_records": (100, None),
     "monitoring.drift_threshold": (0, 1),
     "monitoring.cooldown_hours": (0, None),
     "monitoring.max_attempts": (1, 100),

@@ -19,7 +19,7 @@ from pneumo.contract import REFERENCE_ARTIFACT, Recipe, VersionSpec
 from pneumo.models import alias_version
 from pneumo.monitoring.drift import drift_report
 from pneumo.monitoring.performance import describe, live_performance
-from pneumo.monitoring.records import LABELS, read_records
+from pneumo.monitoring.records import sample_window
 from pneumo.services import SERVICE_TASK, until_reachable
 from pneumo.storage import join_sources, list_objects, s3_client, split_sources
 
@@ -40,28 +40,41 @@ def parse_window(since: str | None, until: str | None, days: float) -> tuple[dat
 
 @task(name="load-production-records", retries=2, retry_delay_seconds=5)
 def load_production(
-    records_url: str, start: datetime, end: datetime, workdir: str, model_name: str, model_version: str
+    records_url: str,
+    start: datetime,
+    end: datetime,
+    workdir: str,
+    model_name: str,
+    model_version: str,
+    max_records: int,
 ) -> dict[str, Any]:
-    """Write the window's predictions by one model version (with their confirmed labels) to a CSV.
+    """Write the window's predictions by one model version to ``current.csv``, and those with a
+    confirmed label to ``labelled.csv``: every one up to ``max_records`` each, a uniform sample of
+    them beyond (:func:`pneumo.monitoring.records.sample_window`), so memory and the report's time
+    stay bounded however busy the window was.
 
     Only that version's rows are comparable with its reference: another version's probabilities and
     embeddings (its own PCA) live on other scales.
 
     Returns:
-        ``path`` of the CSV, ``records``, ``positive_rate`` (the share answered PNEUMONIA) and
-        ``labelled`` (records with a confirmed diagnosis).
+        ``path`` and ``labelled_path`` of the CSVs, ``records`` (all of the window's),
+        ``positive_rate`` (the share answered PNEUMONIA, of all), ``labelled`` (records with a
+        confirmed diagnosis) and ``sampled`` (the rows in ``current.csv``).
     """
-    rows = read_records(records_url, start, end, model_name, model_version)
-    path = Path(workdir) / "current.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    positives = sum(row["label"] == LABELS[1] for row in rows)
-    labelled = sum(row["confirmed_label"] is not None for row in rows)
-    print(
-        f"monitoring: {len(rows)} records of {model_name} v{model_version} ({labelled} with a confirmed "
-        f"diagnosis) from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+    window = sample_window(records_url, start, end, model_name, model_version, max_records)
+    path, labelled_path = Path(workdir) / "current.csv", Path(workdir) / "labelled.csv"
+    pd.DataFrame(window.rows).to_csv(path, index=False)
+    pd.DataFrame(window.labelled_rows).to_csv(labelled_path, index=False)
+    sampled = (
+        f", the report on a uniform sample of {len(window.rows)}" if len(window.rows) < window.records else ""
     )
-    rate = round(positives / len(rows), 4) if rows else None
-    return {"path": str(path), "records": len(rows), "positive_rate": rate, "labelled": labelled}
+    print(
+        f"monitoring: {window.records} records of {model_name} v{model_version} ({window.labelled} with a "
+        f"confirmed diagnosis) from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}{sampled}"
+    )
+    rate = round(window.positives / window.records, 4) if window.records else None
+    return {"path": str(path), "labelled_path": str(labelled_path), "records": window.records,
+            "positive_rate": rate, "labelled": window.labelled, "sampled": len(window.rows)}  # fmt: skip
 
 
 @task(name="live-performance")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +37,46 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
     size, square = params["data"]["image_size"], params["data"]["square"]
     train = split_rows(processed, "train")
     train = train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)
-    rows, prepared = [], []
-    for path in train["path"]:
-        original = decode(Path(path).read_bytes())
-        prepared.append(prepare(original, size, square))
-        rows.append(image_stats(original.size, original.mode, prepared[-1]))
     if graph is None:
-        probabilities, activations = with_embedding(load_keras(model_uri)).predict(
-            model_input(np.stack(prepared)), batch_size=32, verbose=0
-        )
+        embed = with_embedding(load_keras(model_uri))
+
+        def features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return embed.predict(model_input(x), batch_size=32, verbose=0)
     else:
         served = onnx_session_runtime(artifact(run_id, graph))
-        probabilities, activations = run_batches(served, np.stack(prepared))
-    projection = Projection.fit(activations.astype(np.float64))
-    embeddings = projection.project(activations)
-    reference = pd.DataFrame(
-        [
-            {**stats, "probability": float(p), **embedding_columns(e)}
-            for stats, p, e in zip(rows, probabilities.reshape(-1), embeddings, strict=True)
-        ]
-    )
+
+        def features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return run_batches(served, x)
+
+    reference, projection = reference_table(train["path"], size, square, features)
     client = mlflow.MlflowClient()
     client.log_dict(run_id, projection.to_dict(), PCA_ARTIFACT)
     client.log_text(run_id, reference.to_csv(index=False), REFERENCE_ARTIFACT)
     print(f"reference: {len(reference)} training images with features logged to the run")
     return f"runs:/{run_id}/{REFERENCE_ARTIFACT}"
+
+
+def reference_table(
+    paths: Iterable[str],
+    size: int,
+    square: str,
+    features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> tuple[pd.DataFrame, Projection]:
+    """The monitoring features of image files as the service computes them: image statistics,
+    and the probability and penultimate activations ``features`` gives for the prepared images;
+    the embedding's PCA is fitted on those activations."""
+    rows, prepared = [], []
+    for path in paths:
+        original = decode(Path(path).read_bytes())
+        prepared.append(prepare(original, size, square))
+        rows.append(image_stats(original.size, original.mode, prepared[-1]))
+    probabilities, activations = features(np.stack(prepared))
+    projection = Projection.fit(activations.astype(np.float64))
+    embeddings = projection.project(activations)
+    table = pd.DataFrame(
+        [
+            {**stats, "probability": float(p), **embedding_columns(e)}
+            for stats, p, e in zip(rows, probabilities.reshape(-1), embeddings, strict=True)
+        ]
+    )
+    return table, projection

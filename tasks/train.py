@@ -31,9 +31,9 @@ from pneumo.contract import (
 )
 from pneumo.models import alias_version, load_keras
 from pneumo.monitoring.features import with_embedding
-from pneumo.network import build_network, make_dataset, serving_graph, training_data
+from pneumo.network import build_network, parts_dataset, serving_graph, training_data
 from pneumo.orchestration import Progress
-from pneumo.processed import load_split
+from pneumo.processed import sample_split
 from pneumo.quantize import quantize
 from pneumo.services import until_reachable
 
@@ -130,9 +130,8 @@ def int8_quantizer(processed: str, export: dict[str, Any], seed: int) -> Callabl
     ``export.calibration_images`` training images; None without ``export.int8``."""
     if not export["int8"]:
         return None
-    x_train, _ = load_split(processed, "train")
-    chosen = np.random.default_rng(seed).permutation(len(x_train))[: export["calibration_images"]]
-    return partial(quantize, calibration=x_train[np.sort(chosen)], ops=export["int8_ops"])
+    calibration = sample_split(processed, "train", export["calibration_images"], seed)
+    return partial(quantize, calibration=calibration, ops=export["int8_ops"])
 
 
 def champion_start(params: dict[str, Any], size: int) -> tuple[list[np.ndarray] | None, str]:
@@ -170,7 +169,7 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
     keras.utils.set_random_seed(cfg["seed"])
     epochs = cfg["warm_start_epochs"] if start is not None else cfg["epochs"]
     train_set, n_train = training_data(processed, params)
-    x_val, y_val = load_split(processed, "val")
+    val_set, n_val = parts_dataset(processed, "val", size, cfg["batch_size"], None)
     model = build_network(size, cfg, steps=math.ceil(n_train / cfg["batch_size"]) * epochs)
     if start is not None:
         model.set_weights(start)
@@ -189,7 +188,7 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
                 "started_from": started_from,
             }
         )
-        print(f"train: {n_train} train / {len(y_val)} val images per epoch, backbone {cfg['backbone']}, "
+        print(f"train: {n_train} train / {n_val} val images per epoch, backbone {cfg['backbone']}, "
               f"{epochs} epochs {started_from}")  # fmt: skip
         callbacks: list[keras.callbacks.Callback] = [EpochLogger(epochs)]
         if cfg["patience"]:
@@ -200,14 +199,14 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
             )
         history = model.fit(
             train_set,
-            validation_data=make_dataset(x_val, y_val, cfg["batch_size"], None),
+            validation_data=val_set,
             epochs=epochs,
             shuffle=False,  # the dataset shuffles itself
             callbacks=callbacks,
             verbose=0,
         )
         mlflow.log_dict(history.history, HISTORY_ARTIFACT)
-        example = x_val[:1, ..., np.newaxis].astype(np.float32)
+        example = sample_split(processed, "val", 1, 0)[..., np.newaxis].astype(np.float32)
         signature = infer_signature(example, model.predict(example, verbose=0))
         info = mlflow.tensorflow.log_model(
             model,

@@ -21,7 +21,7 @@ ALLOWED = {
     "monitoring": {"core", "monitoring"},
     "tasks": {"core", "monitoring"},  # not "tasks": a task never imports another task
     "serving": {"core", "monitoring", "serving"},
-    "flows": {"core", "monitoring", "tasks"},
+    "flows": {"core", "monitoring", "tasks", "flows"},  # a flow may run another as its subflow
     "cli": {"core", "monitoring", "tasks", "flows", "cli"},  # the service runs as a process of its own
     "benchmarks": {"core", "monitoring", "tasks", "flows", "serving"},
 }

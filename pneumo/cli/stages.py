@@ -18,6 +18,7 @@ import yaml
 
 from pneumo.config import DEMO_PROFILE, PARAMS_FILE, apply_client_env, load_params, parse_overrides, workdir
 from pneumo.contract import Recipe
+from pneumo.processed import build_processed
 
 app = typer.Typer(help="The training flow's steps, one per DVC stage (used by `dvc repro`).")
 Profile = Annotated[str, typer.Option(help="Profile of params.yaml.")]
@@ -56,10 +57,8 @@ def ingest_stage(source: Annotated[str, typer.Option(help="s3:// URI of the data
 def preprocess_stage(profile: Profile = DEMO_PROFILE, set_: Overrides = None) -> None:
     """Split, resize and balance data/raw/pipeline into data/processed/pipeline."""
     apply_client_env()
-    from pneumo.tasks.preprocess import preprocess
-
     paths = _paths()
-    preprocess.fn(
+    build_processed(
         str(paths["raw"]),
         load_params(profile, parse_overrides(set_ or [])),
         "dvc-pipeline",

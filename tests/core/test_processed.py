@@ -10,16 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pneumo.processed as processed_module
 from pneumo.augment import context_side
 from pneumo.config import load_params
 from pneumo.datasets import DataError
+from pneumo.network import parts_dataset
 from pneumo.processed import (
     balance,
     build_processed,
     load_contexts,
     load_split,
+    read_contexts,
+    sample_split,
     save_contexts,
     split_patients,
+    split_rows,
 )
 
 
@@ -69,8 +74,8 @@ def test_balance_augments_minority_to_parity():
 
 def test_contexts_round_trip(tmp_path: Path):
     contexts = [np.full((8, 12), 1, np.uint8), np.full((10, 8), 2, np.uint8)]
-    save_contexts(tmp_path / "train_context.npz", contexts, np.array([0, 1]))
-    loaded, y = load_contexts(str(tmp_path))
+    save_contexts(tmp_path / "train_context-00000.npz", contexts, np.array([0, 1]))
+    loaded, y = read_contexts(tmp_path / "train_context-00000.npz")
     assert [c.shape for c in loaded] == [(8, 12), (10, 8)] and y.tolist() == [0, 1]
     assert all(np.array_equal(a, b) for a, b in zip(loaded, contexts, strict=True))
 
@@ -133,3 +138,40 @@ def test_online_augmentation_keeps_context_images_unbalanced(raw_copy: Path):
     assert all(min(c.shape) == side and max(c.shape) <= side * squeeze for c in contexts)
     _, y_train = load_split(str(processed), "train")
     assert np.array_equal(y_train, y)
+
+
+def test_parts_are_random_samples_streamed_one_at_a_time(raw_copy: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(processed_module, "PART_ROWS", 50)
+    params = load_params("test", {"data": {"balance": False}})
+    folder = build_processed(str(raw_copy), params, "v-parts")
+    summary = json.loads((Path(folder) / "summary.json").read_text())
+    assert summary["parts"] == 5
+    table = pd.read_csv(Path(folder) / "split.csv")
+    assert table.groupby("part").size().max() <= 50
+    assert table.groupby("part")["label"].mean().between(0.1, 0.9).all()  # no part of one class
+    x_test, y_test = load_split(folder, "test")
+    assert y_test.tolist() == split_rows(folder, "test")["label"].tolist()  # rows and pixels in step
+    assert len(x_test) == summary["splits"]["test"]["images"]
+
+    size = params["data"]["image_size"]
+    dataset, n = parts_dataset(folder, "train", size, 16, seed=3)
+    x_train, y_train = load_split(folder, "train")
+    assert n == len(y_train) == summary["splits"]["train"]["images"]
+    epochs = [np.concatenate([labels.numpy() for _, labels in dataset]) for _ in range(2)]
+    pixels = np.concatenate([images.numpy()[..., 0] for images, _ in dataset])
+    assert all(len(epoch) == n and epoch.sum() == y_train.sum() for epoch in epochs)
+    assert not np.array_equal(epochs[0], epochs[1])  # a new order every epoch
+    assert sorted(map(bytes, pixels.astype(np.uint8))) == sorted(map(bytes, x_train))  # each image once
+    ordered, _ = parts_dataset(folder, "train", size, 16, seed=None)
+    assert np.array_equal(np.concatenate([labels.numpy() for _, labels in ordered]), y_train)
+
+    sample = sample_split(folder, "train", 7, seed=1)
+    assert sample.shape == (7, size, size)
+    assert all(any(np.array_equal(image, row) for row in x_train) for image in sample)
+
+
+def test_balance_within_parts_balances_the_whole(raw_copy: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(processed_module, "PART_ROWS", 60)
+    folder = build_processed(str(raw_copy), load_params("test"), "v-balanced-parts")
+    _, y_train = load_split(folder, "train")
+    assert np.bincount(y_train)[0] == np.bincount(y_train)[1]

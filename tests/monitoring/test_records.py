@@ -50,3 +50,36 @@ def test_a_table_an_older_release_created_gains_the_new_columns(tmp_path: Path):
         connection.execute(predictions.insert(), [row])
     rows = {r["request_id"]: r for r in read_records(url)}
     assert rows["old"]["site"] is None and rows["new"]["site"] == "north"
+
+
+def test_a_busy_window_is_sampled_uniformly_with_exact_counts(tmp_path: Path):
+    from datetime import UTC, datetime, timedelta
+
+    from pneumo.monitoring.records import add_feedback, make_engine, predictions, sample_window
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    now = datetime.now(UTC)
+    rows = [
+        {"request_id": f"r{i:04d}", "created_at": now - timedelta(minutes=i), "model_name": "m",
+         "model_version": "1", "probability": 0.5, "threshold": 0.5,
+         "label": "PNEUMONIA" if i % 4 == 0 else "NORMAL"}
+        for i in range(2000)
+    ]  # fmt: skip
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(predictions.insert(), rows)
+    for i in range(0, 2000, 10):  # 200 confirmed diagnoses
+        add_feedback(engine, f"r{i:04d}", "NORMAL")
+    window = (now - timedelta(days=2), now + timedelta(seconds=1))
+    sample = sample_window(url, *window, "m", "1", limit=300)
+    assert (sample.records, sample.positives, sample.labelled) == (2000, 500, 200)  # over all records
+    assert len(sample.rows) == 300 and len(sample.labelled_rows) == 200  # every labelled one fits
+    assert all(row["confirmed_label"] == "NORMAL" for row in sample.labelled_rows)
+    times = [row["created_at"] for row in sample.rows]
+    assert times == sorted(times) and len({row["request_id"] for row in sample.rows}) == 300
+    minutes = sorted((now - t).total_seconds() / 60 for t in times)
+    assert minutes[0] < 50 and minutes[-1] > 1950 and 700 < minutes[150] < 1300  # spread over the window
+    again = sample_window(url, *window, "m", "1", limit=300)
+    assert [r["request_id"] for r in again.rows] == [r["request_id"] for r in sample.rows]  # seeded
+    small = sample_window(url, *window, "m", "1", limit=5000)
+    assert len(small.rows) == 2000  # a window under the limit is read whole
