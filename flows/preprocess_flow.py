@@ -20,7 +20,8 @@ from typing import Any
 from prefect import flow, unmapped
 from prefect_dask import DaskTaskRunner
 
-from pneumo.processed import finish_parts, plan_parts
+from pneumo.config import cores
+from pneumo.processed import complete_folder, finish_parts, plan_parts
 from pneumo.tasks.preprocess import preprocess_part
 
 DASK_ADDRESS = "PNEUMO_DASK_ADDRESS"
@@ -32,8 +33,7 @@ def part_runner() -> DaskTaskRunner:
     address = os.environ.get(DASK_ADDRESS, "").strip()
     if address:
         return DaskTaskRunner(address=address)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    cluster = {"processes": False, "n_workers": 1, "threads_per_worker": cores, "dashboard_address": None}
+    cluster = {"processes": False, "n_workers": 1, "threads_per_worker": cores(), "dashboard_address": None}
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
@@ -59,4 +59,8 @@ def preprocess(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     Unreadable images are skipped and counted, not fatal. Without ``out``, the folder is named
     after the data version and parameters, so a rerun with both unchanged reuses it.
     """
+    done = complete_folder(raw_dir, params, data_version, out)
+    if done is not None:  # reused: no subflow, no cluster (and no need for PNEUMO_DASK_ADDRESS's)
+        print(f"preprocess: reusing {done}")
+        return done
     return preprocess_parts.with_options(task_runner=part_runner())(raw_dir, params, data_version, out)

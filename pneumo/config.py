@@ -246,3 +246,8 @@ def load_params(
     check_values(params)
     params["profile"] = profile
     return params
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from pneumo.augment import context
-from pneumo.config import state_dir
+from pneumo.config import cores, state_dir
 from pneumo.images import ImageError, check_proportions, decode, prepare
 
 # Bump when pneumo.images.prepare or pneumo.augment.context change the pixels they produce.
@@ -60,10 +60,6 @@ def _cached(path: str, folder: Path, make: Callable[[Image.Image], np.ndarray]) 
     return array, True
 
 
-def _workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
 def _prepare_all(
     paths: Sequence[str], folder: Path, make: Callable[[Image.Image], np.ndarray], what: str
 ) -> list[np.ndarray | None]:
@@ -77,7 +73,7 @@ def _prepare_all(
             return None, False
 
     arrays, made = [], 0
-    with ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="prepare") as pool:
+    with ThreadPoolExecutor(max_workers=cores(), thread_name_prefix="prepare") as pool:
         for position, (array, new) in enumerate(pool.map(one, paths), 1):
             arrays.append(array)
             made += new

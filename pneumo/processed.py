@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +117,13 @@ def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) 
     return workdir() / "data" / "processed" / f"{Path(raw_dir).name}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
+def complete_folder(raw_dir: str, params: dict[str, Any], data_version: str = "", out: str | None = None):
+    """The processed folder of this raw folder, data version and parameters if it is complete
+    (a run with both unchanged reuses it), else None."""
+    folder = Path(out) if out else processed_dir(raw_dir, params["data"], data_version)
+    return str(folder) if (folder / "summary.json").exists() else None
+
+
 def plan_parts(raw_dir: str, params: dict[str, Any], data_version: str = "", out: str | None = None):
     """The processed folder of a raw folder, and the rows of each part still to write.
 
@@ -131,18 +139,20 @@ def plan_parts(raw_dir: str, params: dict[str, Any], data_version: str = "", out
         DataError: no labelled images, or too few patients for three splits.
     """
     data = params["data"]
+    if (done := complete_folder(raw_dir, params, data_version, out)) is not None:
+        print(f"preprocess: reusing {done}")
+        return done, []
     folder = Path(out) if out else processed_dir(raw_dir, data, data_version)
-    if (folder / "summary.json").exists():
-        print(f"preprocess: reusing {folder}")
-        return str(folder), []
     table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
     table["split"] = split_patients(table, data["val_fraction"], data["test_fraction"], data["seed"])
     root = Path(raw_dir)
     order = [hashlib.sha256(f"{data['seed']}:{Path(p).relative_to(root).as_posix()}".encode()).hexdigest()
              for p in table["path"]]  # fmt: skip
     table = table.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
-    (folder / "parts").mkdir(parents=True, exist_ok=True)
-    return str(folder), [table.iloc[i : i + PART_ROWS] for i in range(0, len(table), PART_ROWS)]
+    shutil.rmtree(folder / "parts", ignore_errors=True)  # a run killed before its summary left these
+    (folder / "parts").mkdir(parents=True)
+    count = -(-len(table) // PART_ROWS)  # parts of at most PART_ROWS, as equal as can be: no tiny last one
+    return str(folder), [table.iloc[rows] for rows in np.array_split(np.arange(len(table)), count)]
 
 
 def part_file(folder: str, split: str, part: int) -> Path:
@@ -216,13 +226,16 @@ def build_processed(
 
 def split_rows(processed: str, split: str) -> pd.DataFrame:
     """The rows of ``split.csv`` (path, label, patient_id, part, ...) that belong to one split, in
-    the order of :func:`load_split` (without the balancing copies, which have no row)."""
+    the order of :func:`load_split` and :func:`load_contexts`. With ``data.balance`` the training
+    split's stored images also hold each part's augmented copies (after that part's own images),
+    which have no row: only val, test and the context images line up row for row."""
     table = pd.read_csv(Path(processed) / "split.csv")
     return table[table["split"] == split]
 
 
 def _files(processed: str, split: str) -> list[Path]:
-    return sorted((Path(processed) / "parts").glob(f"{split}-[0-9]*[0-9].npz"))
+    found = (Path(processed) / "parts").glob(f"{split}-[0-9]*[0-9].npz")
+    return sorted(found, key=lambda path: int(path.stem.rsplit("-", 1)[1]))  # part 100000 after 99999
 
 
 def iter_labels(processed: str, split: str) -> Iterator[tuple[Path, np.ndarray]]:

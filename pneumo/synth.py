@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from pneumo.config import cores
 
 NIH_CSV = "Data_Entry_2017.csv"
 NIH_COLUMNS = [
@@ -122,13 +123,12 @@ def _render_to(job: tuple[Path, int, int, int, dict[str, float], bool, int]) -> 
 def _render_all(jobs: list[tuple[Path, int, int, int, dict[str, float], bool, int]]) -> None:
     """Render on every core (spawned processes: safe beside threads and TensorFlow) when there are
     enough films to pay for starting them; progress every 10,000 films."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if len(jobs) < PARALLEL_FROM or cores == 1:
+    if len(jobs) < PARALLEL_FROM or cores() == 1:
         for job in jobs:
             _render_to(job)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=cores(), mp_context=context) as pool:
         for done, _ in enumerate(pool.map(_render_to, jobs, chunksize=64), 1):
             if done % 10_000 == 0:
                 print(f"synth: {done}/{len(jobs)} images")

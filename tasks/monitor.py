@@ -61,7 +61,8 @@ def load_production(
         ``positive_rate`` (the share answered PNEUMONIA, of all), ``labelled`` (records with a
         confirmed diagnosis) and ``sampled`` (the rows in ``current.csv``).
     """
-    window = sample_window(records_url, start, end, model_name, model_version, max_records)
+    seed = int(start.timestamp())  # another window, another sample; the same window, the same one
+    window = sample_window(records_url, start, end, model_name, model_version, max_records, seed)
     path, labelled_path = Path(workdir) / "current.csv", Path(workdir) / "labelled.csv"
     pd.DataFrame(window.rows).to_csv(path, index=False)
     pd.DataFrame(window.labelled_rows).to_csv(labelled_path, index=False)

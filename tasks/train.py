@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import os
 import subprocess
 import tempfile
@@ -170,7 +169,9 @@ def train(processed: str, params: dict[str, Any], data_version: str, source: str
     epochs = cfg["warm_start_epochs"] if start is not None else cfg["epochs"]
     train_set, n_train = training_data(processed, params)
     val_set, n_val = parts_dataset(processed, "val", size, cfg["batch_size"], None)
-    model = build_network(size, cfg, steps=math.ceil(n_train / cfg["batch_size"]) * epochs)
+    model = build_network(
+        size, cfg, steps=int(train_set.cardinality()) * epochs
+    )  # batches stay within a part
     if start is not None:
         model.set_weights(start)
     mlflow.set_experiment(params["registry"]["experiment"])
