@@ -123,6 +123,14 @@ def _png16(pixels: np.ndarray, bits: int) -> bytes:
     return data[:33] + (1).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + data[33:]
 
 
+def assert_same_answer(answer: dict, expected: dict, tolerance: float) -> None:
+    """The same probability within ``tolerance``, and so the same label, unless the probability
+    lies within ``tolerance`` of the threshold, where so small a difference may cross it."""
+    assert abs(answer["probability"] - expected["probability"]) <= tolerance
+    if abs(expected["probability"] - expected["threshold"]) > tolerance:
+        assert answer["label"] == expected["label"]
+
+
 def test_a_hot_pixel_in_a_12_bit_image_changes_nothing(client, xray):
     twelve = np.rint(np.asarray(xray.convert("L"), np.float64) / 255 * 4095).astype(np.uint16)
     hot = twelve.copy()
@@ -134,5 +142,7 @@ def test_a_hot_pixel_in_a_12_bit_image_changes_nothing(client, xray):
         assert response.status_code == 200, response.get_json()
         answers.append(response.get_json())
     plain = client.post("/predict", data=_png(xray.convert("L")), content_type="image/png").get_json()
-    for answer in answers:
-        assert answer["label"] == plain["label"] and abs(answer["probability"] - plain["probability"]) <= 0.02
+    clean, *hot_ones = answers
+    for answer in hot_ones:  # the hot pixel changes nothing the 12-bit film did not already say
+        assert_same_answer(answer, clean, 0.005)
+    assert_same_answer(clean, plain, 0.02)  # the 12 bits read as the 8-bit copy, rounding apart
