@@ -92,8 +92,7 @@ def step(name: str, n: int, work: Path) -> None:
 
         from pneumo.images import model_input
         from pneumo.network import build_network, training_data
-        from pneumo.processed import split_rows
-        from pneumo.tasks.reference import reference_table
+        from pneumo.tasks.reference import reference_paths, reference_table
     elif name == "monitoring":  # n production records in the window (written before the clock starts)
         import importlib.util
         from datetime import UTC, datetime, timedelta
@@ -133,10 +132,8 @@ def step(name: str, n: int, work: Path) -> None:
         from pneumo.monitoring.features import with_embedding
 
         embed = with_embedding(keras.models.load_model(model_file))
-        train = split_rows(processed, "train")
-        train = train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)
         table, _ = reference_table(
-            train["path"], params["data"]["image_size"], params["data"]["square"],
+            reference_paths(processed, params), params["data"]["image_size"], params["data"]["square"],
             lambda x: embed.predict(model_input(x), batch_size=32, verbose=0),
         )  # fmt: skip
         table.to_csv(work / f"reference-{n}.csv", index=False)

@@ -117,10 +117,14 @@ def processed_dir(raw_dir: str, data_params: dict[str, Any], data_version: str) 
     return workdir() / "data" / "processed" / f"{Path(raw_dir).name}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
+def _folder(raw_dir: str, params: dict[str, Any], data_version: str, out: str | None) -> Path:
+    return Path(out) if out else processed_dir(raw_dir, params["data"], data_version)
+
+
 def complete_folder(raw_dir: str, params: dict[str, Any], data_version: str = "", out: str | None = None):
     """The processed folder of this raw folder, data version and parameters if it is complete
     (a run with both unchanged reuses it), else None."""
-    folder = Path(out) if out else processed_dir(raw_dir, params["data"], data_version)
+    folder = _folder(raw_dir, params, data_version, out)
     return str(folder) if (folder / "summary.json").exists() else None
 
 
@@ -142,7 +146,7 @@ def plan_parts(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     if (done := complete_folder(raw_dir, params, data_version, out)) is not None:
         print(f"preprocess: reusing {done}")
         return done, []
-    folder = Path(out) if out else processed_dir(raw_dir, data, data_version)
+    folder = _folder(raw_dir, params, data_version, out)
     table = read_labelled(Path(raw_dir), data["positive_label"], data["negative_label"])
     table["split"] = split_patients(table, data["val_fraction"], data["test_fraction"], data["seed"])
     root = Path(raw_dir)

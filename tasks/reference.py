@@ -35,8 +35,6 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
         The reference table's ``runs:/`` URI.
     """
     size, square = params["data"]["image_size"], params["data"]["square"]
-    train = split_rows(processed, "train")
-    train = train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)
     if graph is None:
         embed = with_embedding(load_keras(model_uri))
 
@@ -48,12 +46,21 @@ def build_reference(run_id: str, model_uri: str, processed: str, params: dict[st
         def features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return run_batches(served, x)
 
-    reference, projection = reference_table(train["path"], size, square, features)
+    reference, projection = reference_table(reference_paths(processed, params), size, square, features)
     client = mlflow.MlflowClient()
     client.log_dict(run_id, projection.to_dict(), PCA_ARTIFACT)
     client.log_text(run_id, reference.to_csv(index=False), REFERENCE_ARTIFACT)
     print(f"reference: {len(reference)} training images with features logged to the run")
     return f"runs:/{run_id}/{REFERENCE_ARTIFACT}"
+
+
+def reference_paths(processed: str, params: dict[str, Any]) -> list[str]:
+    """The training images a reference is made of: a fixed sample of at most
+    ``monitoring.reference_size`` of the training split (its cost does not grow with the data)."""
+    train = split_rows(processed, "train")
+    return train.sample(n=min(len(train), params["monitoring"]["reference_size"]), random_state=0)[
+        "path"
+    ].tolist()
 
 
 def reference_table(
