@@ -8,10 +8,12 @@ Every step runs in a process of its own, so its peak memory (max RSS) is its own
 seconds, seconds per 1,000 images and peak memory of each step at each size, and the
 extrapolation to NIH ChestX-ray14's 112,120 images. Numbers only, no assertions.
 
-    python benchmarks/scale.py --sizes 2000,20000              # ~15 min
-    python benchmarks/scale.py --sizes 2000,20000,100000       # by hand: about 2 hours
+    python benchmarks/scale.py --sizes 2000,20000              # ~45 min, most of it one at a time
+    python benchmarks/scale.py --sizes 100000 \\
+        --steps push,ingest,dvc,preprocess,train_epoch,reference,monitoring   # ~1 hour
 
-Generated sets are kept in ``--work`` (default ``.pneumo/bench-scale``) and reused.
+Generated sets are kept in ``--work`` (default ``.pneumo/bench-scale``) and reused, and so are
+the results of earlier runs (``results.json``): the table shows every size measured.
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ def step(name: str, n: int, work: Path) -> None:
     """Run one step (in a child process of :func:`main`); writes the work's own seconds and CPU
     seconds, imports and setup left out, to ``work/step.json``."""
     from pneumo.config import apply_client_env, load_params, state_dir, workdir
+
+    settings = apply_client_env()  # before Prefect is imported: it reads its API address once
     from pneumo.flows.preprocess_flow import preprocess
     from pneumo.storage import s3_client, sync_dir
     from pneumo.tasks.ingest import ingest
     from pneumo.versioning import version_folder
 
-    settings = apply_client_env()
     data, uri = work / "sets" / f"nih-{n}", f"s3://{settings.raw_bucket}/scale-{n}"
     client, bucket = s3_client(settings), settings.raw_bucket
     if name.startswith("push"):  # from an empty prefix: every file is uploaded
@@ -159,22 +162,25 @@ def snapshot(work: Path, n: int) -> Path:
 
 
 def per_image_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
-    """The README's table: seconds, s per 1,000 images and peak GB of each step at each size."""
+    """The README's table: seconds (s per 1,000 images, peak GB, cores busy) of each step at each
+    size, the cost per 1,000 at the largest size over that at the smallest, and the extrapolation
+    to NIH's 112,120 images from the largest size measured."""
     sizes = sorted(results)
-    head = (
-        "| step | " + " | ".join(f"{n:,} images: s (s/1k, GB)" for n in sizes) + " | 112,120 (extrapolated) |"
-    )
-    lines = [head, "|---|" + "---|" * (len(sizes) + 1)]
-    for name in [step for step in STEPS if all(step in results[n] for n in sizes)]:
+    head = "| step | " + " | ".join(f"{n:,} images" for n in sizes) + " | s/1k largest / smallest | 112,120 |"
+    lines = [head, "|---|" + "---|" * (len(sizes) + 2)]
+    for name in [step for step in STEPS if any(step in results[n] for n in sizes)]:
+        measured = [n for n in sizes if name in results[n]]
         cells = []
         for n in sizes:
-            r = results[n][name]
+            r = results[n].get(name)
             cells.append(
                 f"{r['seconds']:.1f} ({1000 * r['seconds'] / n:.2f}, {r['peak_gb']:.2f}, {r['cores']:.1f})"
-            )
-        largest = sizes[-1]
-        minutes = results[largest][name]["seconds"] / largest * NIH_IMAGES / 60
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.0f} min |")
+                if r else "-"
+            )  # fmt: skip
+        per = [results[n][name]["seconds"] / n for n in measured]
+        ratio = f"{per[-1] / per[0]:.2f}" if len(per) > 1 else "-"
+        minutes = per[-1] * NIH_IMAGES / 60
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {minutes:.0f} min |")
     return "\n".join(lines)
 
 
@@ -189,6 +195,7 @@ def main(
     """Print each step's cost per 1,000 images and peak memory at each size."""
     from latency_proxy import LatencyProxy  # the sibling module: benchmarks run as scripts
 
+    from pneumo.storage import transfer_concurrency
     from pneumo.synth import generate
 
     work = work.resolve()
@@ -219,9 +226,14 @@ def main(
                           f"{r['cores']:.1f} cores", flush=True)  # fmt: skip
     finally:
         stack.down(settings, only=started)
-    print(f"\nS3 requests delayed by {latency_ms:.0f} ms (serial: PNEUMO_S3_CONCURRENCY=1; otherwise 16)\n")
-    print(per_image_table(results))
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    pool = transfer_concurrency()
+    print(f"\nS3 requests delayed by {latency_ms:.0f} ms (serial: PNEUMO_S3_CONCURRENCY=1; else {pool})\n")
+    kept = work / "results.json"  # other sizes' and steps' results of earlier runs stay
+    earlier = {int(n): steps for n, steps in json.loads(kept.read_text()).items()} if kept.exists() else {}
+    for n, measured in results.items():
+        earlier[n] = {**earlier.get(n, {}), **measured}
+    kept.write_text(json.dumps(earlier, indent=2))
+    print(per_image_table(earlier))
     print(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
 
 

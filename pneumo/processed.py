@@ -4,7 +4,8 @@ resize, and class balance by augmentation, in parts of :data:`PART_ROWS` images.
 A processed folder holds ``split.csv`` (every kept image, its split and its part), ``summary.json``
 and ``parts/``: for each part and split one ``<split>-<part>.npz`` (``x``: uint8 ``(n, size, size)``,
 ``y``: int labels) and, with ``data.augment.online``, ``train_context-<part>.npz`` (the training
-images' context images, balanced while training instead, see :mod:`pneumo.augment`).
+images' context images, balanced while training instead, see :mod:`pneumo.augment`), and the
+plan: each part's rows (``rows-<part>.parquet``).
 
 Parts are what keeps memory flat as the data grows: each is prepared on its own (by
 :func:`write_part`, which the ``preprocess`` flow hands to a Prefect task runner, one task a part)
@@ -156,7 +157,15 @@ def plan_parts(raw_dir: str, params: dict[str, Any], data_version: str = "", out
     shutil.rmtree(folder / "parts", ignore_errors=True)  # a run killed before its summary left these
     (folder / "parts").mkdir(parents=True)
     count = -(-len(table) // PART_ROWS)  # parts of at most PART_ROWS, as equal as can be: no tiny last one
-    return str(folder), [table.iloc[rows] for rows in np.array_split(np.arange(len(table)), count)]
+    parts = [table.iloc[rows] for rows in np.array_split(np.arange(len(table)), count)]
+    for part, rows in enumerate(parts):  # what a task on another process or machine reads
+        rows.to_parquet(part_file(folder, "rows", part).with_suffix(".parquet"))
+    return str(folder), parts
+
+
+def part_rows(folder: str, part: int) -> pd.DataFrame:
+    """One part's rows as :func:`plan_parts` planned them (index and dtypes kept)."""
+    return pd.read_parquet(part_file(folder, "rows", part).with_suffix(".parquet"))
 
 
 def part_file(folder: str, split: str, part: int) -> Path:

@@ -3,7 +3,9 @@
 Transfers of many objects run on a bounded pool of threads (:func:`concurrently`): a request to S3
 mostly waits for the network, so one at a time a data set of 100,000 films costs an hour of
 latency against a cloud endpoint before any work starts. ``PNEUMO_S3_CONCURRENCY`` sets the pool
-(16 by default); the client's connection pool is sized to match.
+(32 by default: with 20 ms added to every request, 2,000 downloads took 8.1 s at 32 against 8.6 s
+at 16; botocore's ~2 ms of CPU a request, under the GIL, is the bound beyond); the client's
+connection pool is sized to match.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pneumo.config import Settings
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 32
 # Each file is one task of the pool: boto3's own per-file threads would multiply the connections.
 SINGLE_THREADED = TransferConfig(use_threads=False)
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pneumo.processed import write_part
+from pneumo.processed import part_rows, write_part
 
 
 @task(name="preprocess-part", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def preprocess_part(folder: str, part: int, rows: pd.DataFrame, data: dict[str, Any]) -> dict[str, Any]:
-    """:func:`pneumo.processed.write_part`: one part's images prepared and its splits written
-    (whole or not at all, so a retry or a rerun starts it clean)."""
-    return write_part(folder, part, rows, data)
+def preprocess_part(folder: str, part: int, data: dict[str, Any]) -> dict[str, Any]:
+    """:func:`pneumo.processed.write_part` of a planned part (its rows read from the plan): its
+    images prepared and its splits written (whole or not at all, so a retry starts it clean)."""
+    return write_part(folder, part, part_rows(folder, part), data)
