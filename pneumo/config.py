@@ -7,6 +7,7 @@ service endpoints and credentials come from environment variables with local def
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -44,20 +45,63 @@ def admin_token(create: bool = False) -> str | None:
     ``make run`` and ``pneumo deploy`` create it, so that the local service accepts the events the
     Prefect server delivers; read it from ``.pneumo/admin-token`` to call ``/admin/*`` yourself.
     """
-    if os.environ.get("PNEUMO_ADMIN_TOKEN", "").strip():
-        return os.environ["PNEUMO_ADMIN_TOKEN"].strip()
-    path = state_dir() / "admin-token"
+    return _kept_token(os.environ.get("PNEUMO_ADMIN_TOKEN", ""), "admin-token", create)
+
+
+def api_token(create: bool = False) -> str | None:
+    """``PNEUMO_API_TOKEN``, or the one kept in the state folder (made with ``create``).
+
+    ``make run`` and ``pneumo serve`` create it when none is set, so the service is never open by
+    default; clients send it as ``Authorization: Bearer <token>`` (the page asks for it).
+    """
+    return _kept_token(os.environ.get("PNEUMO_API_TOKEN", ""), "api-token", create)
+
+
+def _kept_token(given: str, name: str, create: bool) -> str | None:
+    """``given`` (a variable's value), else ``state_dir()/name`` (written 0600 with ``create``), else None."""
+    if given.strip():
+        return given.strip()
+    path = state_dir() / name
     if path.exists():
-        return path.read_text().strip() or None  # an empty token never opens /admin/*
+        return path.read_text().strip() or None  # an empty token opens nothing
     if not create:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"admin-token.{os.getpid()}.part")
+    partial = path.with_name(f"{name}.{os.getpid()}.part")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secrets.token_urlsafe(24))
     os.replace(partial, path)  # whole or not at all: a reader never sees an empty file
     return path.read_text().strip()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` exposes the service to this machine only."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+def exposure_refusal(host: str) -> str | None:
+    """Why the service must not start bound to ``host`` (None: it may).
+
+    A service that other machines can reach needs ``PNEUMO_API_TOKEN``: without it anyone who
+    reaches the port could label images through ``/feedback``, and confirmed images become
+    training data. ``PNEUMO_ALLOW_ANONYMOUS=1`` lifts this for a demo (the service says so loudly).
+    """
+    if is_loopback(host) or os.environ.get("PNEUMO_API_TOKEN", "").strip():
+        return None
+    if os.environ.get("PNEUMO_ALLOW_ANONYMOUS", "").strip() == "1":
+        return None
+    return (
+        f"refusing to serve on {host} without PNEUMO_API_TOKEN: anyone who reaches the port could"
+        " predict, label and read reports. Set PNEUMO_API_TOKEN (e.g. openssl rand -hex 24), bind"
+        " 127.0.0.1, or set PNEUMO_ALLOW_ANONYMOUS=1 for a demo"
+    )
 
 
 DATABASES = ("sqlite", "postgres")

@@ -22,7 +22,13 @@ from pneumo.serving.model import ModelHolder
 from pneumo.serving.ops import bp as ops_bp
 from pneumo.serving.records import Recorder, RecordsDatabase
 from pneumo.serving.reports import bp as reports_bp
-from pneumo.serving.security import allowed_origins, redact, refuse_cross_origin
+from pneumo.serving.security import (
+    allowed_hosts,
+    allowed_origins,
+    redact,
+    refuse_cross_origin,
+    refuse_unknown_host,
+)
 
 
 def app_config_from_env() -> dict[str, Any]:
@@ -36,7 +42,7 @@ def app_config_from_env() -> dict[str, Any]:
         "MAX_PIXELS": int(env("PNEUMO_MAX_PIXELS", str(50_000_000))),
         "MIN_SIDE": int(env("PNEUMO_MIN_SIDE", str(MIN_SIDE))),  # smaller images: 422
         "MAX_ASPECT": float(env("PNEUMO_MAX_ASPECT", str(MAX_ASPECT))),  # more elongated: 422
-        "API_TOKEN": env("PNEUMO_API_TOKEN") or None,
+        "API_TOKEN": env("PNEUMO_API_TOKEN") or None,  # `pneumo serve` sets one (pneumo.cli.serve)
         "ADMIN_TOKEN": admin_token(),  # PNEUMO_ADMIN_TOKEN, or the one `pneumo deploy` made
         "RECORDS_URL": Settings.from_env().records_url,
         "STORE_IMAGES_URI": env("PNEUMO_STORE_IMAGES_URI") or None,
@@ -44,6 +50,7 @@ def app_config_from_env() -> dict[str, Any]:
         "SITE": env("PNEUMO_SITE") or None,  # decide at this site's threshold (`pneumo calibrate`)
         "METRICS_TOKEN": env("PNEUMO_METRICS_TOKEN") or None,  # /metrics as a bearer token, when set
         "ALLOWED_ORIGINS": allowed_origins(env("PNEUMO_ALLOWED_ORIGINS")),  # browser POSTs from elsewhere
+        "ALLOWED_HOSTS": allowed_hosts(env("PNEUMO_ALLOWED_HOSTS")),  # the names it is reached by
     }
 
 
@@ -88,6 +95,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def _start_clock() -> None:
         g.started = time.perf_counter()
 
+    app.before_request(refuse_unknown_host)  # before the origin rule, which trusts the Host
     app.before_request(refuse_cross_origin)
 
     @app.after_request

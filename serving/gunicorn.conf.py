@@ -6,10 +6,21 @@ deadlocks forked workers, so each worker loads the model itself.
 
 import os
 import shutil
+import sys
 import tempfile
 
+from pneumo.config import exposure_refusal, is_loopback
+
 wsgi_app = "pneumo.serving:create_app()"
-bind = f"{os.environ.get('PNEUMO_HOST', '127.0.0.1')}:{os.environ.get('PNEUMO_PORT', '8085')}"
+_host = os.environ.get("PNEUMO_HOST", "127.0.0.1")
+bind = f"{_host}:{os.environ.get('PNEUMO_PORT', '8085')}"
+if (_refusal := exposure_refusal(_host)) is not None:  # closed by default, however it is started
+    print(f"error: {_refusal}", file=sys.stderr)
+    raise SystemExit(2)
+if not os.environ.get("PNEUMO_API_TOKEN", "").strip():
+    print(f"WARNING: serving on {_host} WITHOUT AN API TOKEN: whoever reaches it can predict, label"
+          " and read reports" + ("" if is_loopback(_host) else " (PNEUMO_ALLOW_ANONYMOUS=1)"),
+          file=sys.stderr)  # fmt: skip
 workers = int(os.environ.get("PNEUMO_WORKERS", "1"))
 threads = int(os.environ.get("PNEUMO_THREADS", "4"))
 worker_class = "gthread"

@@ -70,7 +70,7 @@ def _records_health(health: dict) -> dict:
 
 
 @bp.get("/metrics")
-@require_token("METRICS_TOKEN")
+@require_token("METRICS_TOKEN", fallback="API_TOKEN")
 def prometheus():
     """Prometheus text exposition (behind ``PNEUMO_METRICS_TOKEN`` when one is set)."""
     payload, content_type = metrics.exposition()

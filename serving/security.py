@@ -1,5 +1,9 @@
 """What the service refuses before any view runs, and what its errors never say.
 
+- A request whose ``Host`` is not one the service is known by is refused (403): names in
+  ``PNEUMO_ALLOWED_HOSTS``, and this machine's loopback names. A DNS-rebinding page (its own
+  name pointed at the service's address) sends its own name as ``Host`` and as ``Origin``, which
+  the origin rule below alone would take for the service's own page.
 - A browser POST from another origin is refused (403) unless the origin is listed in
   ``PNEUMO_ALLOWED_ORIGINS``: without it, any web page could make a visitor's browser send images
   to ``/predict`` and poison the records that drive retraining. Clients that are not browsers send
@@ -31,6 +35,30 @@ def redact(text: str | None) -> str | None:
     for pattern in _INTERNAL:
         text = pattern.sub("<internal>", text)
     return text
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def allowed_hosts(value: str | None) -> frozenset[str]:
+    """``PNEUMO_ALLOWED_HOSTS`` (comma-separated names, ports ignored) and the loopback names."""
+    names = {_hostname(name) for name in (value or "").split(",") if name.strip()}
+    return frozenset(names | LOOPBACK_HOSTS)
+
+
+def _hostname(host: str) -> str:
+    """``Host`` without its port, lower case (``[::1]:8085`` -> ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def refuse_unknown_host() -> None:
+    """``before_request``: 403 for a ``Host`` the service is not known by (DNS rebinding)."""
+    host = _hostname(request.host)
+    if host not in current_app.config["ALLOWED_HOSTS"]:
+        abort(403, f"this service is not served as {host!r}: list the name in PNEUMO_ALLOWED_HOSTS")
 
 
 def allowed_origins(value: str | None) -> set[str]:

@@ -249,15 +249,18 @@ def send_images(
 
 
 @contextlib.contextmanager
-def running_service(env: dict[str, str], ready: str = "/health", log: Path | None = None) -> Iterator[str]:
-    """The prediction service as deployed (gunicorn, 1 worker) on a free port, with ``env`` on top
-    of this process's environment, once ``ready`` answers 200 (``/ready``: with its model loaded);
-    yields its URL and stops it after. With ``log``, its output (access and error logs) goes there."""
+def running_service(
+    env: dict[str, str], ready: str = "/health", log: Path | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """The prediction service as deployed (gunicorn, 1 worker) on a free port of ``host``, with
+    ``env`` on top of this process's environment, once ``ready`` answers 200 (``/ready``: with its
+    model loaded); yields its URL (on 127.0.0.1) and stops it after. With ``log``, its output
+    (access and error logs) goes there."""
 
     from pneumo.stack import gunicorn_command, terminate_group
 
     port = free_port()
-    command, extra = gunicorn_command("127.0.0.1", port, workers=1, threads=2)
+    command, extra = gunicorn_command(host, port, workers=1, threads=2)
     output = log.open("ab") if log else None
     server = subprocess.Popen(command, env={**os.environ, **extra, **env}, start_new_session=True,
                               stdout=output or subprocess.DEVNULL, stderr=output)  # fmt: skip

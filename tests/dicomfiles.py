@@ -71,3 +71,61 @@ def dicom_bytes(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+MALFORMED_VALUE = "DOE^Kowalczyk^Z3"  # a header value that must never reach a message or a log
+_PLACEHOLDER = "1234567890123.45"  # a valid 16-character DS, swapped for MALFORMED_VALUE in the bytes
+
+
+def malformed_dicoms() -> dict[str, bytes]:
+    """DICOM files whose display values are empty, or a name where a number belongs (as a broken
+    PACS export writes them: the name in a DS element's bytes), each a 4xx for the service."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    good = dicom_bytes(np.full((64, 64), 900, np.uint16), window=(1000.0, 2000.0))
+
+    def altered(change) -> bytes:
+        ds = dcmread(io.BytesIO(good))
+        change(ds)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue().replace(_PLACEHOLDER.encode(), MALFORMED_VALUE.encode())
+
+    def empty_voi_lut(ds):
+        del ds.WindowCenter, ds.WindowWidth
+        ds.VOILUTSequence = Sequence([Dataset()])
+
+    return {
+        "empty window center": altered(lambda ds: setattr(ds, "WindowCenter", "")),
+        "named window center": altered(lambda ds: setattr(ds, "WindowCenter", _PLACEHOLDER)),
+        "empty rescale slope": altered(lambda ds: setattr(ds, "RescaleSlope", "")),
+        "named rescale slope": altered(lambda ds: setattr(ds, "RescaleSlope", _PLACEHOLDER)),
+        "named rows": altered(lambda ds: ds.add_new(ds["Rows"].tag, "LO", _PLACEHOLDER)),
+        "empty VOI LUT sequence": altered(empty_voi_lut),
+    }
+
+
+def deflate_bomb(inflated: int = 768 << 20) -> bytes:
+    """A Deflated Explicit VR Little Endian file: a 64x64 header whose pixel data inflates to
+    ``inflated`` bytes of zeros (768 MB by default, from about 780 KB), as a hostile client sends."""
+    import zlib
+
+    from pydicom import dcmread
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    plain = dicom_bytes(np.zeros((64, 64), np.uint16))
+    meta = dcmread(io.BytesIO(plain)).file_meta
+    body_start = 132 + 12 + int(meta.FileMetaInformationGroupLength)  # preamble, DICM, group length
+    pixels_at = plain.index(b"\xe0\x7f\x10\x00OW")  # the pixel data element
+    body = plain[body_start:pixels_at] + b"\xe0\x7f\x10\x00OW\x00\x00" + inflated.to_bytes(4, "little")
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(16 << 20)
+    parts = [squeezer.compress(body), *(squeezer.compress(zeros) for _ in range(inflated // len(zeros)))]
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta)
+    return out.getvalue() + b"".join(parts) + squeezer.flush()

@@ -37,6 +37,9 @@ def _run(container: str, env: dict[str, str], command: list[str], log: Path, opt
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
+IMAGE_TOKEN = "image-test-api-token"
+
+
 @pytest.fixture(scope="module")
 def built() -> str:
     """The image built from this checkout: deploy/build-image.sh waits for a build already running
@@ -67,6 +70,7 @@ def served_from_the_image(
     port = free_port()
     settings = {
         "PNEUMO_PORT": str(port), "PNEUMO_HOST": "127.0.0.1", "PNEUMO_MODEL_NAME": SERVING_MODEL,
+        "PNEUMO_API_TOKEN": IMAGE_TOKEN,
         "MLFLOW_TRACKING_URI": stack.mlflow_uri, "PNEUMO_S3_ENDPOINT": stack.s3_endpoint,
         "AWS_ACCESS_KEY_ID": stack.access_key, "AWS_SECRET_ACCESS_KEY": stack.secret_key,
     }  # fmt: skip
@@ -90,8 +94,12 @@ def test_the_image_serves_the_champion_through_its_default_command(
     assert ready["runtime"] == "onnx" and ready["records"]["ok"] is True
     buffer = io.BytesIO()
     xray.save(buffer, "PNG")
+    upload = {"file": ("x.png", buffer.getvalue(), "image/png")}
+    assert (
+        requests.post(f"{url}/predict", files=upload, timeout=60).status_code == 401
+    )  # the token it was given is wanted
     answer = requests.post(
-        f"{url}/predict", files={"file": ("x.png", buffer.getvalue(), "image/png")}, timeout=60
+        f"{url}/predict", files=upload, headers={"Authorization": f"Bearer {IMAGE_TOKEN}"}, timeout=60
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()

@@ -133,6 +133,9 @@ def test_compose_gives_each_service_every_setting_its_command_reads():
             settings["records_url"].startswith("postgresql") and "@postgres:5432/" in settings["records_url"]
         )
         assert env["PNEUMO_ADMIN_TOKEN"] and env["PNEUMO_EVENTS_URL"].startswith("http://api:8085/")
+        # no token is shipped: compose refuses to start until the operator sets each
+        assert str(services[name]["environment"]["PNEUMO_ADMIN_TOKEN"]).startswith("${PNEUMO_ADMIN_TOKEN:?")
+    assert str(services["api"]["environment"]["PNEUMO_API_TOKEN"]).startswith("${PNEUMO_API_TOKEN:?")
     api = _read_in(_compose_env(services["api"]),
                    "__import__('pneumo.serving', fromlist=['x']).app_config_from_env()")  # fmt: skip
     assert api["RECORDS_URL"] == _read_in(_compose_env(services["worker"]), "Settings.from_env().records_url")

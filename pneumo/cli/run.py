@@ -15,7 +15,7 @@ import typer
 from pneumo import stack
 from pneumo.cli.common import fail, print_urls, quiet_echo
 from pneumo.cli.data import data_synth, push_folder
-from pneumo.cli.serve import start_service
+from pneumo.cli.serve import start_service, token_note
 from pneumo.cli.train import run_training
 from pneumo.config import DEMO_PROFILE, DEMO_SOURCE, apply_client_env, workdir
 
@@ -51,6 +51,7 @@ def run_demo(
         print_urls(settings)
         typer.echo(f"Prediction page and API: http://127.0.0.1:{port}  (POST /predict: PNG, JPEG or DICOM)")
         typer.echo(f"Drift reports:           http://127.0.0.1:{port}/reports  (pneumo monitor makes one)")
+        typer.echo(token_note())
         typer.echo("Deployments training and monitoring (daily) are registered; a worker runs them.")
         typer.echo("Everything is up. Press Ctrl-C to stop what this command started.")
         while server.poll() is None:

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import requests
 from conftest import SERVING_MODEL, running_service
-from dicomfiles import PATIENT_ID, PATIENT_NAME, dicom_bytes, dicom_from_gray
+from dicomfiles import (
+    MALFORMED_VALUE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    deflate_bomb,
+    dicom_bytes,
+    dicom_from_gray,
+    malformed_dicoms,
+)
 from PIL import Image
 from pydicom.uid import BasicTextSRStorage, JPEGLSLossless
 
@@ -20,7 +28,7 @@ from pneumo.config import Settings, state_dir
 from pneumo.storage import s3_client
 
 pytestmark = pytest.mark.integration
-TRACES = [PATIENT_NAME, "Moreau", PATIENT_ID, "19610203", "Saint-Exemple"]
+TRACES = [PATIENT_NAME, "Moreau", PATIENT_ID, "19610203", "Saint-Exemple", MALFORMED_VALUE]
 
 
 def _png(image: Image.Image) -> bytes:
@@ -70,6 +78,12 @@ def test_a_dicom_gets_the_pngs_answer_and_leaves_no_patient_data(served_model, s
         label = {"request_id": as_file.json()["request_id"], "label": "PNEUMONIA"}
         confirmed = requests.post(f"{url}/feedback", json=label, timeout=30)
         assert confirmed.status_code == 201 and confirmed.json()["training_copy"], confirmed.text
+        hostile = {**malformed_dicoms(), "deflate bomb": deflate_bomb()}
+        for name, data in hostile.items():  # 4xx, and no header value in the answer or the log
+            refused = requests.post(f"{url}/predict", data=data, timeout=30,
+                                    headers={"Content-Type": "application/dicom"})  # fmt: skip
+            assert refused.status_code == 422, (name, refused.text)
+            assert MALFORMED_VALUE not in refused.text
         time.sleep(0.5)
 
     written = _written_since(stack, since)
