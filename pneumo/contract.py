@@ -43,6 +43,7 @@ OUTPUT_LAYER = "pneumonia"  # the sigmoid probability
 GATE_TAG, GATE_REASONS_TAG, GATE_CHAMPION_TAG = "gate", "gate_reasons", "gate_champion"
 PROMOTION_ID, PROMOTION_REPLACES = "promotion_id", "promotion_replaces"
 PROMOTION_REASON, PROMOTION_BY = "promotion_reason", "promotion_by"
+ROLLBACK_ID, ROLLBACK_REPLACES, ROLLBACK_REASON = "rollback_id", "rollback_replaces", "rollback_reason"
 TRIGGERS = ("operator", "deployment", "drift")  # who started a training run
 SITE_TAG_PREFIX = "site."  # site.<name>: that site's threshold (SiteThreshold), set by `pneumo calibrate`
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")

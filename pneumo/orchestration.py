@@ -106,17 +106,26 @@ def training_slot(model_name: str) -> Iterator[None]:
 REGISTRY_LEASE_S = 60  # Prefect's minimum lease
 
 
+class RegistryLockUnavailable(RuntimeError):
+    """The registry lock cannot be taken (Prefect unreachable): no alias moves without it."""
+
+
 @contextlib.contextmanager
-def registry_lock(model_name: str, timeout_s: float = 120) -> Iterator[None]:
+def registry_lock(model_name: str, timeout_s: float = 120, force: bool = False) -> Iterator[bool]:
     """Serialise the alias moves of one model (promotions, rollbacks, repairs) across processes.
 
     With it, reading ``champion`` and moving it is one step for every other writer: the
-    compare-and-set of a promotion cannot interleave with a rollback by hand. When Prefect itself
-    cannot be reached the move goes ahead without the lock, with a warning: a rollback must never
-    wait for the orchestrator.
+    compare-and-set of a promotion cannot interleave with a rollback by hand. It fails closed: when
+    Prefect cannot be reached (down, or a wrong ``PREFECT_API_URL`` on an operator's laptop) nothing
+    moves, unless the operator says ``force`` (an emergency rollback with the orchestrator down),
+    which the caller records in the audit trail.
+
+    Yields:
+        Whether the lock is held (False only when forced without it).
 
     Raises:
         TimeoutError: another process held the lock for ``timeout_s`` seconds.
+        RegistryLockUnavailable: Prefect is unreachable and ``force`` is not set.
     """
     name = f"pneumo-registry-{model_name}"
     with contextlib.ExitStack() as stack:
@@ -127,13 +136,21 @@ def registry_lock(model_name: str, timeout_s: float = 120) -> Iterator[None]:
                     name, occupy=1, timeout_seconds=timeout_s, lease_duration=REGISTRY_LEASE_S, strict=True
                 )
             )
+            held = True
         except TimeoutError:
             raise TimeoutError(
                 f"the registry lock {name} was held for {timeout_s:.0f} s: try again"
             ) from None
         except (httpx.HTTPError, OSError) as error:
-            print(f"warning: Prefect unreachable ({error}): moving aliases without the registry lock {name}")
-        yield
+            if not force:
+                raise RegistryLockUnavailable(
+                    f"the registry lock {name} cannot be taken: Prefect is unreachable ({error}). No alias"
+                    " moved. Try again once Prefect answers (pneumo stack up; check PREFECT_API_URL), or,"
+                    " in an emergency, pass --force: the move is then recorded as made without the lock"
+                ) from None
+            print(f"warning: Prefect unreachable ({error}): moving aliases WITHOUT the lock {name} (--force)")
+            held = False
+        yield held
 
 
 def ensure_zombie_automation() -> None:

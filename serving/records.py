@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from pneumo.dicom import is_dicom
 from pneumo.images import deidentified_png, image_stats
 from pneumo.monitoring.records import make_engine, predictions
 from pneumo.serving.metrics import RECORDS_DROPPED
@@ -147,8 +146,9 @@ class Recorder:
     def _store_image(self, item: Observation) -> str:
         bucket, prefix = split_uri(self.image_uri_prefix or "")
         key = f"{prefix}/{item.created_at:%Y/%m/%d}/{item.request_id}".lstrip("/")
-        raw = item.raw or b""
-        body = deidentified_png(raw) if is_dicom(raw) else raw  # never a DICOM header: patient fields
+        # Pixels only: never a DICOM header, an EXIF block, a JPEG comment or a PNG text chunk (PACS
+        # exports put the patient's name there).
+        body = deidentified_png(item.raw or b"")
         s3_client().upload_fileobj(io.BytesIO(body), bucket, key)
         return f"s3://{bucket}/{key}"
 

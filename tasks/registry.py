@@ -6,8 +6,13 @@ fails in between, production is on a complete, passed model and a rerun repairs 
 ``champion`` moves only if it still points at the version the gate compared against.
 
 Every event (registered, gate, promoted, rolled back) is one JSON file of its own in the run of the
-version it is about (``registry/audit/``): never rewritten, so no event is lost to a failed read or
-a second writer. ``history`` reads them all back, and fails loudly when it cannot.
+version it is about (``registry/audit/``), under a name no other write uses (the event, its id and
+a random suffix): never overwritten, so no event is lost to a failed read or a second writer; a
+retried write of one event is found by its id and not repeated. ``history`` reads them all back,
+and fails loudly when it cannot.
+
+Alias moves fail closed: without the registry lock (Prefect unreachable) nothing moves unless the
+operator passes ``--force``, and the audit record says the lock was bypassed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from pneumo.contract import (
     PROMOTION_ID,
     PROMOTION_REASON,
     PROMOTION_REPLACES,
+    ROLLBACK_ID,
+    ROLLBACK_REASON,
+    ROLLBACK_REPLACES,
     SUMMARY_ARTIFACT,
     TAGGED_METRICS,
     GateDecision,
@@ -71,15 +79,18 @@ def audit(
 ) -> None:
     """Record one event as its own artifact of the version's run, and tag the version.
 
-    ``event_id`` makes a retried write land on the same file instead of adding a second record.
+    The file's name is new every time (``<event>-<event id>-<random>.json``): no write replaces
+    another. ``event_id`` lets a retried write find the record an earlier attempt made.
     """
     client = mlflow.MlflowClient()
     run_id = client.get_model_version(name, version).run_id
     if event_id and _audited(client, run_id, event, event_id):
         return  # recorded by an earlier attempt
-    path = f"{AUDIT_FOLDER}/{event}-{event_id or uuid.uuid4().hex[:12]}.json"
+    event_id = event_id or uuid.uuid4().hex[:12]
+    path = f"{AUDIT_FOLDER}/{event}-{event_id}-{uuid.uuid4().hex[:8]}.json"
     at = datetime.now(UTC).isoformat(timespec="milliseconds")
-    record = {"event": event, "at": at, "model": name, "version": str(version), "reason": reason, **details}
+    record = {"event": event, "at": at, "model": name, "version": str(version), "reason": reason,
+              "event_id": event_id, **details}  # fmt: skip
     client.log_dict(run_id, record, path)
     client.set_model_version_tag(name, version, f"{event}_at", at[:19] + "+00:00")
     client.set_model_version_tag(name, version, f"{event}_reason", reason[:4000])
@@ -98,7 +109,13 @@ def history(name: str) -> list[dict[str, Any]]:
             record = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{item.path}")
             if record.get("model") == name and record.get("version") == str(version.version):
                 events.append(record)
-    return sorted(events, key=lambda e: (e["at"], EVENT_ORDER.get(e["event"], len(EVENT_ORDER))))
+    seen, unique = set(), []  # two racing writers of one event each kept their record: show it once
+    for record in sorted(events, key=lambda e: (e["at"], EVENT_ORDER.get(e["event"], len(EVENT_ORDER)))):
+        key = (record["version"], record["event"], record.get("event_id") or id(record))
+        if key not in seen:
+            seen.add(key)
+            unique.append(record)
+    return unique
 
 
 @task(name="register", **SERVICE_TASK)
@@ -165,9 +182,10 @@ def record_gate(name: str, version: str, decision: GateDecision) -> None:
 
 
 def _audited(client: Any, run_id: str, event: str, event_id: str) -> bool:
-    return f"{AUDIT_FOLDER}/{event}-{event_id}.json" in {
-        a.path for a in client.list_artifacts(run_id, AUDIT_FOLDER)
-    }
+    """Whether the event with this id is recorded (as ``<event>-<id>-<random>.json``, or as
+    ``<event>-<id>.json`` by versions before names were made unique)."""
+    names = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run_id, AUDIT_FOLDER)}
+    return f"{event}-{event_id}.json" in names or any(n.startswith(f"{event}-{event_id}-") for n in names)
 
 
 def repair(name: str) -> list[str]:
@@ -175,7 +193,8 @@ def repair(name: str) -> list[str]:
 
     A promotion records its intent on the version before ``champion`` moves and audits itself after
     ``previous`` moved: a champion whose promotion is not audited gets its ``previous`` set and the
-    record written now. A ``previous`` equal to ``champion`` (a rollback that stopped) is removed.
+    record written now. A rollback records its intent likewise: a ``previous`` equal to ``champion``
+    (a rollback that stopped) is removed, and an unaudited rollback recorded.
 
     Returns:
         What was repaired, one line each (empty when nothing was half done).
@@ -189,6 +208,12 @@ def repair(name: str) -> list[str]:
         client.delete_registered_model_alias(name, PREVIOUS)
         audit(name, version, "repaired", f"@{PREVIOUS} pointed at the champion (a rollback stopped half way)")
         done.append(f"removed @{PREVIOUS}, which pointed at the champion v{version}")
+    rollback_id = tags.get(ROLLBACK_ID)
+    if rollback_id and not _audited(client, champion.run_id, "rolled_back", rollback_id):
+        replaced = tags.get(ROLLBACK_REPLACES) or None
+        reason = f"{tags.get(ROLLBACK_REASON, '')} (completed after an interruption)"
+        audit(name, version, "rolled_back", reason, event_id=rollback_id, replaced=replaced, by="operator")
+        done.append(f"recorded the rollback to v{version}")
     promotion_id = tags.get(PROMOTION_ID)
     if promotion_id and not _audited(client, champion.run_id, "promoted", promotion_id):
         replaced = None if tags.get(PROMOTION_REPLACES, "none") == "none" else tags[PROMOTION_REPLACES]
@@ -213,7 +238,9 @@ def repair_registry(name: str) -> list[str]:
 
 @task(name="promote", **SERVICE_TASK)
 @until_reachable("moving the champion alias")
-def promote(name: str, version: str, reason: str, expected: str | None, by: str = "gate") -> dict[str, Any]:
+def promote(
+    name: str, version: str, reason: str, expected: str | None, by: str = "gate", force: bool = False
+) -> dict[str, Any]:
     """Make ``version`` the champion if ``champion`` still points at ``expected`` (compare-and-set).
 
     Under the registry lock: half-done moves are repaired first; the intent (what it replaces, why,
@@ -223,9 +250,10 @@ def promote(name: str, version: str, reason: str, expected: str | None, by: str 
 
     Raises:
         ChampionMoved: ``champion`` points at neither ``expected`` nor ``version``.
+        RegistryLockUnavailable: Prefect is unreachable and ``force`` (the operator's) is not set.
     """
     client = mlflow.MlflowClient()
-    with registry_lock(name):
+    with registry_lock(name, force=force) as locked:
         repair(name)
         current = alias_version(name, CHAMPION)
         current_version = str(current.version) if current else None
@@ -245,21 +273,34 @@ def promote(name: str, version: str, reason: str, expected: str | None, by: str 
         client.set_registered_model_alias(name, CHAMPION, version)
         if current_version is not None:
             client.set_registered_model_alias(name, PREVIOUS, current_version)
-        audit(name, version, "promoted", reason, event_id=promotion_id, replaced=current_version, by=by)
+        audit(name, version, "promoted", reason, event_id=promotion_id, replaced=current_version, by=by,
+              **_lock_note(locked))  # fmt: skip
     model_event("promoted", name, version, replaced=current_version, reason=reason, by=by)
     shown = f" (v{current_version} is @{PREVIOUS})" if current_version else ""
     print(f"promoted {name} v{version} to @{CHAMPION}{shown}")
     return {"champion": version, "previous": current_version}
 
 
-def rollback(name: str, reason: str) -> dict[str, str]:
+def _lock_note(locked: bool) -> dict[str, str]:
+    """What an audit record says of a move made without the registry lock (``--force``)."""
+    return {} if locked else {"lock": "bypassed (--force): Prefect was unreachable"}
+
+
+def rollback(name: str, reason: str, force: bool = False) -> dict[str, str]:
     """Put ``previous`` back as ``champion``; the rolled-back version loses both aliases.
+
+    Like a promotion: under the registry lock (or ``force``d without it, and audited as such), the
+    intent goes on the version first, ``champion`` is read again and moves only if it is still the
+    one the rollback replaces (compare-and-set), then ``previous`` is removed and the event audited;
+    :func:`repair` finishes one a killed process left.
 
     Raises:
         RegistryError: there is no ``previous`` version (one equal to the champion is removed).
+        ChampionMoved: ``champion`` moved while the rollback was being prepared.
+        RegistryLockUnavailable: Prefect is unreachable and ``force`` is not set.
     """
     client = mlflow.MlflowClient()
-    with registry_lock(name):
+    with registry_lock(name, force=force) as locked:
         repaired = repair(name)  # a previous equal to the champion is removed here
         previous, current = alias_version(name, PREVIOUS), alias_version(name, CHAMPION)
         if previous is None:
@@ -268,9 +309,19 @@ def rollback(name: str, reason: str) -> dict[str, str]:
                 + "".join(f" ({line})" for line in repaired)
                 + ": promote another version with `pneumo model promote VERSION --reason ...`"
             )
-        rolled_back = str(current.version) if current else ""
-        client.set_registered_model_alias(name, CHAMPION, previous.version)
-        audit(name, previous.version, "rolled_back", reason, replaced=rolled_back or None, by="operator")
+        rolled_back, target = str(current.version) if current else "", str(previous.version)
+        rollback_id = uuid.uuid4().hex[:12]
+        intent = {ROLLBACK_ID: rollback_id, ROLLBACK_REPLACES: rolled_back, ROLLBACK_REASON: reason[:4000]}
+        for key, value in intent.items():
+            client.set_model_version_tag(name, target, key, value)
+        now = alias_version(name, CHAMPION)
+        if (str(now.version) if now else "") != rolled_back:
+            moved = now.version if now else None
+            raise ChampionMoved(f"{name}@{CHAMPION} moved to v{moved} meanwhile: look at `pneumo model"
+                                " history`, then roll back again if still needed")  # fmt: skip
+        client.set_registered_model_alias(name, CHAMPION, target)
         client.delete_registered_model_alias(name, PREVIOUS)
-    model_event("rolled-back", name, str(previous.version), rolled_back=rolled_back or None, reason=reason)
-    return {"champion": str(previous.version), "rolled_back": rolled_back}
+        audit(name, target, "rolled_back", reason, event_id=rollback_id, replaced=rolled_back or None,
+              by="operator", **_lock_note(locked))  # fmt: skip
+    model_event("rolled-back", name, target, rolled_back=rolled_back or None, reason=reason)
+    return {"champion": target, "rolled_back": rolled_back}

@@ -94,9 +94,10 @@ def package_folders() -> dict[str, Path]:
 CLI = str(Path(sys.executable).parent / "pneumo")  # the console script of this environment
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``pneumo ARGS`` as a user would, in a process of its own; error boxes on one line each."""
-    env = {**os.environ, "COLUMNS": "250"}
+def run_cli(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``pneumo ARGS`` as a user would, in a process of its own (``env`` on top of this one's);
+    error boxes on one line each."""
+    env = {**os.environ, "COLUMNS": "250", **(env or {})}
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -45,19 +45,30 @@ def model_show() -> None:
         )
 
 
+FORCE_HELP = "Move even without the registry lock (Prefect down): an emergency, recorded in the audit trail."
+
+
 @app.command("promote")
 def model_promote(
     version: Annotated[str, typer.Argument(help="The version to put in production.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit trail (required).")],
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Make VERSION the champion by hand (the gate is not asked); the old champion becomes previous."""
     name = _model_name()
     # Prefect (the registry lock): imported once the clients point at the stack (see pneumo.cli).
-    from pneumo.tasks.registry import ChampionMoved, promote, repair_registry
+    from pneumo.orchestration import RegistryLockUnavailable
+    from pneumo.tasks.registry import ChampionMoved, promote, repair, repair_registry
 
     if not reason.strip():
         fail("--reason must say why (it goes into the audit trail)")
-    repair_registry.fn(name)
+    try:
+        if force:
+            repair(name)
+        else:
+            repair_registry.fn(name)
+    except RegistryLockUnavailable as error:
+        fail(str(error))
     try:
         candidate = mlflow.MlflowClient().get_model_version(name, version)
     except MlflowException as error:
@@ -71,23 +82,27 @@ def model_promote(
         fail(f"{name} v{version} is the champion already")
     try:
         result = promote.fn(name, version, f"by hand: {reason}", str(current.version) if current else None,
-                            by="operator")  # fmt: skip
+                            by="operator", force=force)  # fmt: skip
     except ChampionMoved as error:
         fail(f"{error}; run the command again")
+    except RegistryLockUnavailable as error:
+        fail(str(error))
     typer.echo(json.dumps(result))
 
 
 @app.command("rollback")
 def model_rollback(
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "manual rollback",
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Make the `previous` version the `champion` again."""
     name = _model_name()
-    from pneumo.tasks.registry import RegistryError, rollback  # Prefect: see model_promote
+    from pneumo.orchestration import RegistryLockUnavailable  # Prefect: see model_promote
+    from pneumo.tasks.registry import ChampionMoved, RegistryError, rollback
 
     try:
-        result = rollback(name, reason)
-    except RegistryError as error:
+        result = rollback(name, reason, force=force)
+    except (RegistryError, ChampionMoved, RegistryLockUnavailable) as error:
         fail(str(error))
     typer.echo(json.dumps(result))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
-from conftest import run_cli
+from conftest import free_port, run_cli
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -25,7 +25,7 @@ from pneumo.storage import s3_client, upload_dir
 from pneumo.synth import generate
 from pneumo.tasks.ingest import SourceError
 from pneumo.tasks.monitor import retraining_parameters
-from pneumo.tasks.registry import ChampionMoved, RegistryError, history, promote, rollback
+from pneumo.tasks.registry import ChampionMoved, RegistryError, audit, history, promote, repair, rollback
 from pneumo.tasks.train import champion_start, model_requirements
 
 pytestmark = pytest.mark.integration
@@ -235,6 +235,55 @@ def test_cli_promote_rollback_and_history(stack: Settings):
                for line in lines)  # fmt: skip
     assert "rolled_back" in lines[-1] and "cli test" in lines[-1]
     assert str(alias_version(MODEL, CHAMPION).version) == champion
+
+
+def test_without_the_registry_lock_nothing_moves_unless_forced(stack: Settings):
+    """Prefect unreachable (here: a wrong PREFECT_API_URL, as on an operator's laptop): promote and
+    rollback refuse and move nothing; with --force they move, and the audit trail says so."""
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    other = next(str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL}'")
+                 if str(v.version) != champion)  # fmt: skip
+    nowhere = {"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    for command in (["model", "promote", other, "--reason", "prefect is down"], ["model", "rollback"]):
+        refused = run_cli(*command, env=nowhere)
+        assert refused.returncode == 2, refused.stderr
+        assert "No alias moved" in refused.stderr and "--force" in refused.stderr
+        assert str(alias_version(MODEL, CHAMPION).version) == champion
+    forced = run_cli("model", "promote", other, "--reason", "emergency", "--force", env=nowhere)
+    assert forced.returncode == 0, forced.stderr
+    assert str(alias_version(MODEL, CHAMPION).version) == other
+    undone = run_cli("model", "rollback", "--reason", "undo the emergency", "--force", env=nowhere)
+    assert undone.returncode == 0, undone.stderr
+    assert str(alias_version(MODEL, CHAMPION).version) == champion
+    promoted, rolled_back = history(MODEL)[-2:]
+    assert (promoted["event"], promoted["version"]) == ("promoted", other)
+    assert rolled_back["event"] == "rolled_back"
+    assert promoted["lock"].startswith("bypassed") and rolled_back["lock"].startswith("bypassed")
+
+
+def test_a_rollback_killed_after_the_champion_moved_is_recorded_once(stack: Settings):
+    """What rollback() has done when killed right after ``champion`` moved: its intent is on the
+    version and ``previous`` still points at it. The next registry step removes ``previous`` and
+    records the rollback, once; an audit write repeated with its id adds nothing."""
+    client = mlflow.MlflowClient()
+    champion = str(alias_version(MODEL, CHAMPION).version)
+    other = next(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")
+                 if str(v.version) != champion)  # fmt: skip
+    for key, value in {"rollback_id": "cutshort0002", "rollback_replaces": champion,
+                       "rollback_reason": "bad model"}.items():  # fmt: skip
+        client.set_model_version_tag(MODEL, other, key, value)
+    client.set_registered_model_alias(MODEL, CHAMPION, other)
+    client.set_registered_model_alias(MODEL, PREVIOUS, other)
+    assert any("recorded the rollback" in line for line in repair(MODEL))
+    assert alias_version(MODEL, PREVIOUS) is None and str(alias_version(MODEL, CHAMPION).version) == other
+    assert repair(MODEL) == []  # nothing is done twice
+    audit(MODEL, other, "rolled_back", "a retried write", event_id="cutshort0002")
+    (record,) = [e for e in history(MODEL) if e.get("event_id") == "cutshort0002"]
+    assert record["replaced"] == champion and "after an interruption" in record["reason"]
+    run_id = client.get_model_version(MODEL, other).run_id
+    names = [a.path for a in client.list_artifacts(run_id, "registry/audit")]
+    assert len(names) == len(set(names)) and sum("rolled_back-cutshort0002-" in n for n in names) == 1
+    promote.fn(MODEL, champion, "restore the original champion", expected=other, by="operator")
 
 
 GATE_MODEL = "pneumonia-gate-test"

@@ -15,7 +15,7 @@ import pytest
 import requests
 from conftest import SERVING_ADMIN as ADMIN
 from conftest import SERVING_MODEL as MODEL
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from werkzeug.serving import make_server
 
 from pneumo.config import Settings
@@ -310,13 +310,25 @@ def test_images_go_to_s3_only_when_asked(
         {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "STORE_IMAGES_URI": uri,
          "RECORDS_URL": records_url}
     )  # fmt: skip
-    data = _encode(xray)
-    request_id = _post(app.test_client(), data).get_json()["request_id"]
+    named = "Moreau^Hortense^Q7X"  # where PACS exports put the patient's name: text chunks, EXIF, comments
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Patient", named)
+    png, jpeg, exif = io.BytesIO(), io.BytesIO(), Image.Exif()
+    xray.save(png, "PNG", pnginfo=text)
+    exif[0x010E] = named  # ImageDescription
+    xray.convert("RGB").save(jpeg, "JPEG", exif=exif, comment=named.encode())
+    sent = [png.getvalue(), jpeg.getvalue()]
+    assert all(named.encode() in data for data in sent)
+    request_ids = [_post(app.test_client(), data).get_json()["request_id"] for data in sent]
     app.extensions["pneumo.recorder"].flush()
-    (row,) = read_records(app.config["RECORDS_URL"])
-    assert row["request_id"] == request_id and row["image_uri"].startswith(uri)
-    bucket, key = split_uri(row["image_uri"])
-    assert s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    rows = {row["request_id"]: row for row in read_records(app.config["RECORDS_URL"])}
+    for request_id, data in zip(request_ids, sent, strict=True):
+        assert rows[request_id]["image_uri"].startswith(uri)
+        bucket, key = split_uri(rows[request_id]["image_uri"])
+        stored = s3_client(stack).get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert named.encode() not in stored  # the pixels, and nothing else of the file
+        pixels = [np.asarray(Image.open(io.BytesIO(body))) for body in (stored, data)]
+        assert np.array_equal(*pixels)
 
 
 def test_the_service_runs_the_graph_its_version_names(served_model: dict, records_url: str, xray):
