@@ -68,8 +68,9 @@ def concurrently(
                 future.cancel()
 
 
-def s3_client(settings: Settings | None = None) -> BaseClient:
-    """A boto3 S3 client for the configured endpoint, with retries on transient errors."""
+def s3_client(settings: Settings | None = None, read_timeout: float = 60, attempts: int = 3) -> BaseClient:
+    """A boto3 S3 client for the configured endpoint, with retries on transient errors (a request
+    path, which must answer quickly, asks for a short ``read_timeout`` and fewer ``attempts``)."""
     settings = settings or Settings.from_env()
     return boto3.client(
         "s3",
@@ -78,10 +79,10 @@ def s3_client(settings: Settings | None = None) -> BaseClient:
         aws_secret_access_key=settings.secret_key,
         region_name=settings.region,
         config=Config(
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             max_pool_connections=max(10, transfer_concurrency()),  # one per transfer thread
-            connect_timeout=5,
-            read_timeout=60,
+            connect_timeout=min(5, read_timeout),
+            read_timeout=read_timeout,
             s3={"addressing_style": "path"},
         ),
     )

@@ -46,11 +46,21 @@ def feedback():
     store: RecordsDatabase = current_app.extensions["pneumo.records_db"]
     try:
         predicted = prediction(store.engine, request_id)
+        recorder = current_app.extensions["pneumo.recorder"]
         if predicted is None:  # a prediction made a moment ago may still be in the recorder's queue
-            current_app.extensions["pneumo.recorder"].flush(timeout_s=5.0)
+            recorder.flush(timeout_s=5.0)
             predicted = prediction(store.engine, request_id)
+        if predicted is None and recorder.holds(request_id):  # spooled in an outage: write it now
+            recorder.settle(timeout_s=5.0)
+            predicted = prediction(store.engine, request_id)
+        if predicted is None and recorder.holds(request_id):
+            abort(503, f"the prediction {request_id!r} is recorded and waits for the records database:"
+                       " send the label again in a minute")  # fmt: skip
         if predicted is None:
             abort(404, f"no prediction has request_id {request_id!r}")
+        if not predicted.get("image_uri") and recorder.image_waits(request_id):  # stored a moment from now
+            recorder.settle(timeout_s=5.0)
+            predicted = prediction(store.engine, request_id)
         earlier = feedback_history(store.engine, request_id)
         row = add_feedback(store.engine, request_id, label)
         copied = _training_copy(store, predicted, row, earlier)

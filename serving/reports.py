@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -29,11 +30,12 @@ KINDS = {".html": "text/html; charset=utf-8", ".json": "application/json"}
 ROWS = 26  # reports summarised on the page (half a year of weekly reviews)
 TREND = 12  # reports in the trend chart
 PREFECT_BUDGET_S = 4.0  # asking Prefect for the retrainings' states: at most this long per page
+S3_TIMEOUT_S = 3.0  # reading one summary, one attempt
 
 
 def list_reports(settings: Settings) -> list[dict[str, str]]:
     """One entry per monitoring run: its date, and the keys of its HTML report and JSON summary."""
-    client = s3_client(settings)
+    client = s3_client(settings, read_timeout=S3_TIMEOUT_S, attempts=1)
     reports: dict[str, dict[str, str]] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.reports_bucket):
         for obj in page.get("Contents", []):
@@ -118,12 +120,20 @@ def _current(settings: Settings, run: dict[str, Any], deadline: float) -> dict[s
 
 
 def summarised(settings: Settings, limit: int = ROWS) -> list[dict[str, Any]]:
-    """The newest ``limit`` reports as rows, newest first."""
-    client = s3_client(settings)
+    """The newest ``limit`` reports as rows, newest first. Their summaries are read at once, each
+    with a short timeout and one attempt: a slow S3 costs the page seconds, not minutes, and holds
+    one request thread."""
+    client = s3_client(settings, read_timeout=S3_TIMEOUT_S, attempts=1)
+    entries = list_reports(settings)[:limit]
+
+    def summary(entry: dict[str, str]) -> dict[str, Any]:
+        return _read_summary(client, settings.reports_bucket, entry["json"]) if "json" in entry else {}
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="reports") as pool:
+        summaries = list(pool.map(summary, entries))
     rows, deadline = [], time.monotonic() + PREFECT_BUDGET_S
-    for entry in list_reports(settings)[:limit]:
-        summary = _read_summary(client, settings.reports_bucket, entry["json"]) if "json" in entry else {}
-        row = report_row(entry, summary)
+    for entry, read in zip(entries, summaries, strict=True):
+        row = report_row(entry, read)
         if row["retraining"]:
             row["retraining"] = _current(settings, row["retraining"], deadline)
         rows.append(row)
@@ -169,7 +179,7 @@ def show(key: str):
     if not REPORT_KEY.fullmatch(key):
         abort(404, "not a report name: reports are YYYY/MM/DD/monitoring-HHMMSS.html (or .json)")
     settings = Settings.from_env()
-    client = s3_client(settings)
+    client = s3_client(settings, read_timeout=S3_TIMEOUT_S, attempts=1)
     try:
         body = client.get_object(Bucket=settings.reports_bucket, Key=key)["Body"].read()
     except client.exceptions.NoSuchKey:

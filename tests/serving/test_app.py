@@ -275,29 +275,41 @@ def test_hot_reload_under_concurrent_requests_loses_none(app, served_model: dict
     assert versions[0] == old.version and versions[-1] == new.version
 
 
-def test_a_broken_record_store_never_breaks_predictions_and_is_reported(
-    served_model: dict, tmp_path: Path, xray, caplog
+def test_a_broken_record_store_never_breaks_predictions_and_loses_nothing(
+    served_model: dict, tmp_path: Path, xray, caplog, monkeypatch
 ):
+    """The database cannot be written (its folder is missing): predictions still answer, their rows
+    wait in the spool on disk, /ready says so; once it can be written, every row is."""
+    monkeypatch.setenv("PNEUMO_STATE_DIR", str(tmp_path / "state"))  # a spool of its own
     missing = tmp_path / "not-yet"
     app = create_app(
         {"MODEL_NAME": MODEL, "RELOAD_INTERVAL_S": 0, "RECORDS_URL": f"sqlite:///{missing}/p.db"}
     )
     client = app.test_client()
     with caplog.at_level("ERROR", logger="pneumo.serving.records"):
-        assert all(_post(client, _encode(xray)).status_code == 200 for _ in range(3))
+        answered = [_post(client, _encode(xray)) for _ in range(3)]
+        assert all(response.status_code == 200 for response in answered)
         recorder = app.extensions["pneumo.recorder"]
         recorder.flush()
-    assert recorder.dropped == 3 and recorder.written == 0
+    assert recorder.dropped == 0 and recorder.written == 0
     failures = [r.getMessage() for r in caplog.records if "could not record prediction" in r.getMessage()]
-    assert len(failures) == 3 and all("unable to open database file" in m for m in failures), failures
+    assert len(failures) == 3 and all("kept in the spool" in m for m in failures), failures
     records = client.get("/ready").get_json()["records"]
-    assert records["ok"] is False and records["dropped"] == 3 and records["failing_since"]
+    assert records["ok"] is False and records["pending"]["spooled"] == 3 and records["failing_since"]
     assert "unable to open database file" in records["last_failure"]
-    missing.mkdir()  # the store is back: the next record is written and /ready says so
+    request_id = answered[0].get_json()["request_id"]
+    assert client.post("/feedback", json={"request_id": request_id, "label": "NORMAL"}).status_code == 503
+    missing.mkdir()  # the store is back: the spooled rows and the next one are written
     assert _post(client, _encode(xray)).status_code == 200
-    recorder.flush()
+    assert recorder.settle()
     records = client.get("/ready").get_json()["records"]
-    assert records == {"ok": True, "written": 1, "dropped": 3, "failing_since": None, "last_failure": None}
+    assert records == {"ok": True, "written": 4, "dropped": 0, "images_dropped": 0, "failing_since": None,
+                       "pending": {"queued": 0, "spooled": 0, "images": 0}, "last_failure": None,
+                       "images_failure": None}  # fmt: skip
+    assert {row["request_id"] for row in read_records(app.config["RECORDS_URL"])} >= {
+        response.get_json()["request_id"] for response in answered
+    }
+    assert client.post("/feedback", json={"request_id": request_id, "label": "NORMAL"}).status_code == 201
 
 
 def test_images_go_to_s3_only_when_asked(
@@ -320,7 +332,7 @@ def test_images_go_to_s3_only_when_asked(
     sent = [png.getvalue(), jpeg.getvalue()]
     assert all(named.encode() in data for data in sent)
     request_ids = [_post(app.test_client(), data).get_json()["request_id"] for data in sent]
-    app.extensions["pneumo.recorder"].flush()
+    assert app.extensions["pneumo.recorder"].settle()
     rows = {row["request_id"]: row for row in read_records(app.config["RECORDS_URL"])}
     for request_id, data in zip(request_ids, sent, strict=True):
         assert rows[request_id]["image_uri"].startswith(uri)
