@@ -87,6 +87,18 @@ def step(name: str, n: int, work: Path) -> None:
     elif name.startswith("ingest"):  # with an empty cache: every object is downloaded
         shutil.rmtree(state_dir() / "cache" / "objects", ignore_errors=True)
         shutil.rmtree(workdir() / "data" / "raw", ignore_errors=True)
+    elif name == "dvc":  # from nothing: no DVC cache, no remembered hashes, an empty remote
+        from dvc.repo import Repo
+
+        snapshot(work, n).with_suffix(".dvc").unlink(missing_ok=True)
+        project = workdir()
+        if (project / ".dvc").exists():
+            shutil.rmtree(Repo(str(project)).site_cache_dir, ignore_errors=True)
+            for folder in ("cache", "tmp"):
+                shutil.rmtree(project / ".dvc" / folder, ignore_errors=True)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.dvc_bucket):
+            if keys := [{"Key": o["Key"]} for o in page.get("Contents", [])]:
+                client.delete_objects(Bucket=settings.dvc_bucket, Delete={"Objects": keys, "Quiet": True})
     elif name == "preprocess":  # with an empty cache of prepared images: every film is decoded
         shutil.rmtree(state_dir() / "cache" / "prepared", ignore_errors=True)
         shutil.rmtree(work / "processed" / str(n), ignore_errors=True)

@@ -82,7 +82,7 @@ def _stall(url: str) -> socket.socket:
     """A connection that announces a 100 kB body and sends 10 bytes of it."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                  b"Content-Length: 100000\r\n\r\n" + b"\x89PNG\r\n\x1a\n\0\0")  # fmt: skip
     return sock
 
