@@ -29,11 +29,18 @@ class Spool:
         self.folder, self.max_bytes = folder, max_bytes
         self._lock = threading.Lock()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._bytes = sum(path.stat().st_size for path in self._files())
+        self._bytes = sum(path.stat().st_size for path in self._files() if path.exists())
 
     def _files(self) -> list[Path]:
-        found = [entry for entry in os.scandir(self.folder) if entry.name.endswith(".json")]
-        return [Path(entry.path) for entry in sorted(found, key=lambda entry: entry.stat().st_mtime)]
+        """The waiting rows, oldest first (a file another worker replays meanwhile is left out)."""
+        found = []
+        for entry in os.scandir(self.folder):
+            if entry.name.endswith(".json") and not entry.name.startswith("."):
+                try:
+                    found.append((entry.stat().st_mtime, entry.path))
+                except FileNotFoundError:
+                    continue
+        return [Path(path) for _, path in sorted(found)]
 
     def put(self, row: dict[str, Any]) -> bool:
         """Keep a row; False (kept nowhere) when the spool holds ``max_bytes`` already."""
@@ -78,8 +85,11 @@ class Spool:
                 done += 1
             except IntegrityError:  # written before (by another worker, or before a crash)
                 pass
-            size = path.stat().st_size if path.exists() else 0
-            path.unlink(missing_ok=True)
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:  # another worker removed it first
+                size = 0
             with self._lock:
                 self._bytes = max(0, self._bytes - size)
         return done
