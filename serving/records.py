@@ -126,10 +126,10 @@ class Recorder:
         """Retry the spool and the images now, until nothing waits or ``timeout_s``; whether settled."""
         self.flush(timeout_s)
         deadline = time.monotonic() + timeout_s
-        while self.pending()["spooled"] + self.pending()["images"] and time.monotonic() < deadline:
+        while (waiting := self.spool.count() + len(self.images)) and time.monotonic() < deadline:
             self._retry_at = self._images_at = 0.0
             time.sleep(0.1)
-        return not (self.pending()["spooled"] + self.pending()["images"])
+        return not waiting
 
     def pending(self) -> dict[str, int]:
         """What waits: observations in the queue, rows in the spool, images to store or link."""
